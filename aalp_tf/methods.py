@@ -1,0 +1,99 @@
+"""Training methods: each is one loss over the logits of the branches it trains on.
+
+A method says which branches it needs ("clean", "adv"), which objective its PGD adversary
+maximises, and how the per-example loss is made from the branch logits. The trainer runs the
+backbone once per branch and hands the method logits, which is what lets Guided Dropout take
+its contribution pass (dLoss/dA_fc) through the last dense layer only.
+
+Classification loss of the pairing methods (alp, aalp_sw, aalp_gd, aalp): the mean of the
+clean and the adversarial cross-entropy, 0.5·CE(clean) + 0.5·CE(adv), i.e. Kannan et al.'s
+mixed minibatch of half clean, half adversarial examples.
+"""
+import dataclasses
+from typing import Callable, Optional, Tuple
+
+from aalp_tf import losses
+from aalp_tf.config import MethodConfig
+from aalp_tf.registry import Registry
+
+CLEAN, ADV = "clean", "adv"
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """How one training method turns branch logits into a per-example loss.
+
+    Attributes:
+      loss: (*, logits: {branch: [N, K]}, labels, cfg) -> ([N] loss, {name: [N] value to log}).
+      branches: the inputs the backbone runs on, in order.
+      adversary: the objective PGD maximises to make the "adv" branch: "ce" (cross-entropy with
+        the true label) or "kl" (KL from the clean prediction, TRADES); None without "adv".
+      logs: names of the per-example values `loss` returns for logging.
+      guided_dropout: Guided Dropout is part of the method (aalp_gd, aalp).
+    """
+
+    loss: Callable
+    branches: Tuple[str, ...]
+    adversary: Optional[str] = "ce"
+    logs: Tuple[str, ...] = ()
+    guided_dropout: bool = False
+
+
+METHODS = Registry("method")
+
+
+def _natural(*, logits, labels, cfg: MethodConfig):
+    ce = losses.cross_entropy(logits=logits[CLEAN], labels=labels)
+    return ce, {"ce_clean": ce}
+
+
+def _madry(*, logits, labels, cfg: MethodConfig):
+    """Madry et al.: cross-entropy on the adversarial examples only."""
+    ce = losses.cross_entropy(logits=logits[ADV], labels=labels)
+    return ce, {"ce_adv": ce}
+
+
+def _pairing(*, logits, labels, cfg: MethodConfig, adaptive: bool):
+    """Eq. 10: 0.5·(CE_clean + CE_adv) + alpha · ALP term.
+
+    The ALP term is Eq. 1 for ALP, and Eq. 9 (Eq. 1 × the clean true-class probability, no
+    gradient through the weight) for the adaptive variants.
+    """
+    ce_clean = losses.cross_entropy(logits=logits[CLEAN], labels=labels)
+    ce_adv = losses.cross_entropy(logits=logits[ADV], labels=labels)
+    pairing = losses.alp(clean_logits=logits[CLEAN], adv_logits=logits[ADV])  # Eq. 1
+    logs = {"ce_clean": ce_clean, "ce_adv": ce_adv, "alp": pairing}
+    if adaptive:
+        weight = losses.adaptive_weight(clean_logits=logits[CLEAN], labels=labels)  # Eq. 9
+        pairing = weight * pairing
+        logs["weight"] = weight
+    return 0.5 * (ce_clean + ce_adv) + cfg.alpha * pairing, logs  # Eq. 10
+
+
+def _alp(*, logits, labels, cfg):
+    return _pairing(logits=logits, labels=labels, cfg=cfg, adaptive=False)
+
+
+def _adaptive_alp(*, logits, labels, cfg):
+    return _pairing(logits=logits, labels=labels, cfg=cfg, adaptive=True)
+
+
+def _trades(*, logits, labels, cfg: MethodConfig):
+    """TRADES (Zhang et al.): CE(clean) + beta · KL(p_clean || p_adv)."""
+    ce_clean = losses.cross_entropy(logits=logits[CLEAN], labels=labels)
+    kl = losses.kl_divergence(clean_logits=logits[CLEAN], adv_logits=logits[ADV])
+    return ce_clean + cfg.trades_beta * kl, {"ce_clean": ce_clean, "kl": kl}
+
+
+_PAIRING_LOGS = ("ce_clean", "ce_adv", "alp")
+METHODS.add("natural", Method(_natural, branches=(CLEAN,), adversary=None, logs=("ce_clean",)))
+METHODS.add("madry", Method(_madry, branches=(ADV,), logs=("ce_adv",)))
+METHODS.add("alp", Method(_alp, branches=(CLEAN, ADV), logs=_PAIRING_LOGS))
+METHODS.add("trades", Method(_trades, branches=(CLEAN, ADV), adversary="kl",
+                             logs=("ce_clean", "kl")))
+METHODS.add("aalp_sw", Method(_adaptive_alp, branches=(CLEAN, ADV),
+                              logs=_PAIRING_LOGS + ("weight",)))
+METHODS.add("aalp_gd", Method(_alp, branches=(CLEAN, ADV), logs=_PAIRING_LOGS,
+                              guided_dropout=True))
+METHODS.add("aalp", Method(_adaptive_alp, branches=(CLEAN, ADV), logs=_PAIRING_LOGS + ("weight",),
+                           guided_dropout=True))

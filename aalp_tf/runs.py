@@ -1,0 +1,128 @@
+"""The run folder: resolved config, per-epoch checkpoints, history, and resuming after a kill.
+
+Layout of `--model_dir`:
+    config.json        the resolved RunConfig (written once; a rerun must match it)
+    checkpoints/       tf.train checkpoints of model + optimizer + epoch, one per epoch
+    history.json       one entry of logged metrics per completed epoch
+    logs/              TensorBoard event files
+    export.json        where the final SavedModel went
+
+A checkpoint is written before the history that names its epoch, and both are replaced
+atomically, so a kill at any moment (kill -9 included) leaves the folder at the last completed
+epoch. The data order and every random start are functions of (seed, epoch, step), so a resumed
+run computes what an uninterrupted one would have.
+"""
+import dataclasses
+import json
+import os
+import pathlib
+from typing import List, Optional
+
+import keras
+import tensorflow as tf
+
+from aalp_tf.config import RunConfig
+from aalp_tf.errors import UsageError
+
+# Fields that may change between a run and its continuation: more epochs, other file locations.
+_MAY_CHANGE = {("train", "epochs"), ("data", "source_dir"), ("data", "data_dir"),
+               ("train", "export_dir"), ("train", "keep_checkpoints")}
+
+
+def write_atomically(path: pathlib.Path, text: str) -> None:
+    """Writes through a temporary file and a rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _differences(old: dict, new: dict) -> List[str]:
+    found = []
+    for part, fields in new.items():
+        for field, value in fields.items():
+            before = old.get(part, {}).get(field)
+            if before != value and (part, field) not in _MAY_CHANGE:
+                found.append(f"{part}.{field}: {before!r} -> {value!r}")
+    return found
+
+
+class RunFolder:
+    """Paths of one run, and the check that a rerun continues the same experiment."""
+
+    def __init__(self, model_dir: str):
+        self.root = pathlib.Path(model_dir)
+        self.config_path = self.root / "config.json"
+        self.checkpoints = self.root / "checkpoints"
+        self.history_path = self.root / "history.json"
+        self.logs = self.root / "logs"
+        self.export_record = self.root / "export.json"
+
+    def check_continues(self, cfg: RunConfig) -> None:
+        """Refuses a config that differs from the one already in the folder (except epochs etc.)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"--model_dir {self.root} is a file; accepted: a folder "
+                             "(new or holding an earlier run)")
+        if not self.config_path.exists():
+            return
+        try:
+            old = json.loads(self.config_path.read_text())
+        except ValueError:
+            raise UsageError(f"{self.config_path} is not valid JSON; move the run folder "
+                             "away or pass another --model_dir") from None
+        changed = _differences(old, dataclasses.asdict(cfg))
+        if changed:
+            raise UsageError(f"--model_dir {self.root} holds a run with other settings "
+                             f"({'; '.join(changed[:3])}); accepted: the same settings to "
+                             "resume it, or a new --model_dir")
+
+    def write_config(self, cfg: RunConfig) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.config_path, cfg.to_json())
+
+    def read_history(self) -> List[dict]:
+        if not self.history_path.exists():
+            return []
+        return json.loads(self.history_path.read_text())
+
+    def exported(self) -> Optional[dict]:
+        if not self.export_record.exists():
+            return None
+        return json.loads(self.export_record.read_text())
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves model, optimizer and epoch after every epoch; restores the latest on start.
+
+    Args:
+      run: the RunFolder.
+      model: the (built and compiled) model.
+      keep: checkpoints to keep (0: all).
+    """
+
+    def __init__(self, run: RunFolder, model: keras.Model, keep: int = 5):
+        super().__init__()
+        self.run = run
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                                              epoch=self.epoch)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(run.checkpoints),
+                                                  max_to_keep=keep or None)
+        self.history: List[dict] = []
+
+    def restore(self) -> int:
+        """Loads the latest checkpoint, if any; returns the number of completed epochs."""
+        latest = self.manager.latest_checkpoint
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        done = int(self.epoch.numpy())
+        # Entries past the checkpoint belong to an epoch whose checkpoint never landed.
+        self.history = [h for h in self.run.read_history() if h["epoch"] <= done]
+        return done
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
+        entry = {"epoch": epoch + 1}
+        entry.update({k: float(v) for k, v in (logs or {}).items()})
+        self.history.append(entry)
+        write_atomically(self.run.history_path, json.dumps(self.history, indent=1))

@@ -1,0 +1,22 @@
+"""Train a model: `python -m aalp_tf.train --dataset=cifar10 --method=aalp [--flag=value ...]`.
+
+The dataset's flagfile (flags/<dataset>.cfg) supplies the paper's settings; any flag on the
+command line wins. Rerunning the same command resumes the run folder where it stopped.
+"""
+from aalp_tf import cli
+from aalp_tf.cli_flags import config_from_flags
+
+
+def main(argv):
+    cli.reject_positional(argv)
+    cfg = config_from_flags()
+    from aalp_tf.training import train  # after flag parsing: --help stays fast
+
+    result = train(cfg)
+    last = result.history[-1] if result.history else {}
+    shown = {k: round(v, 4) for k, v in last.items() if "accuracy" in k}
+    print(f"run folder: {result.run_dir}  last epoch: {shown}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

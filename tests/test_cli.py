@@ -1,0 +1,109 @@
+"""The commands as a user runs them: subprocesses, exit codes, one-line errors, kill -9 + resume."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import write_mnist_files
+from tiny import tiny_arrays
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY_RUN = ["--train_examples=192", "--val_examples=64", "--test_examples=64", "--batch_size=64",
+            "--width=4", "--attack_steps=2", "--learning_rate=1e-3"]
+
+
+def command(module, *args, cwd, timeout=240):
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", f"aalp_tf.{module}", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mnist")
+    write_mnist_files(folder, splits=tiny_arrays(256, 64))
+    return folder
+
+
+def assert_one_line_error(result, expected_start):
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(expected_start), lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--dataset=imagenet"], "error: flag --dataset=imagenet: value should be one of "
+                             "<cifar10|mnist|svhn>"),
+    (["--dataset=mnist", "--method=alpp"], "error: flag --method=alpp: value should be one of"),
+    (["--dataset=mnist", "--epsilon=3"], "error: --epsilon must be in (0, 1] (pixel units, e.g. "
+                                         "0.3 or 8/255); received: 3.0"),
+    (["--dataset=mnist", "--source_dir=/nonexistent"], "error: --source_dir /nonexistent"),
+    (["--method=aalp"], "error: --dataset is not set"),
+    (["--dataset=mnist", "stray"], "error: unexpected arguments: stray"),
+])
+def test_train_rejects_bad_input_in_one_line(tmp_path, args, expected):
+    assert_one_line_error(command("train", *args, cwd=tmp_path), expected)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("ckpt*"))
+
+
+def test_train_then_evaluate_end_to_end(tmp_path, mnist_dir):
+    trained = command("train", "--dataset=mnist", "--method=aalp", f"--source_dir={mnist_dir}",
+                      "--epochs=1", *TINY_RUN, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert "exported SavedModel: saved_models/mnist_aalp/1" in trained.stdout
+    config = json.loads((tmp_path / "runs/mnist_aalp/config.json").read_text())
+    assert config["attack"] == {"epsilon": 0.3, "step_size": 0.01, "steps": 2,
+                                "random_start": True}  # flagfile, then the command line
+    assert config["model"]["name"] == "lenet"
+
+    evaluated = command("evaluate", "--model=saved_models/mnist_aalp/1", "--dataset=mnist",
+                        f"--source_dir={mnist_dir}", "--attacks=clean,fgsm,pgd3,cw3",
+                        "--batch_size=32", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "| model | clean | fgsm | pgd3 | cw3 |" in evaluated.stdout
+    record = json.loads((tmp_path / "evaluation/mnist_aalp-1.json").read_text())
+    assert record["examples"] == 64 and record["epsilon"] == 0.3
+    assert set(record["accuracy"]) == {"clean", "fgsm", "pgd3", "cw3"}
+    assert all(0.0 <= v <= 1.0 for v in record["accuracy"].values())
+    assert record["accuracy"]["pgd3"] <= record["accuracy"]["clean"]
+
+    bad = command("evaluate", "--model=saved_models/mnist_aalp", "--dataset=mnist",
+                  f"--source_dir={mnist_dir}", cwd=tmp_path)
+    assert_one_line_error(bad, "error: --model saved_models/mnist_aalp is not a SavedModel "
+                               "folder (it holds versions [1]: pass saved_models/mnist_aalp/1)")
+    bad = command("evaluate", "--model=saved_models/mnist_aalp/1", "--dataset=mnist",
+                  "--attacks=clean,pgd", cwd=tmp_path)
+    assert_one_line_error(bad, "error: unknown attack: received 'pgd'; accepted: clean, cw<k>, "
+                               "fgsm, pgd<k> (k = steps, e.g. pgd40)")
+
+
+def test_kill_9_mid_run_then_the_same_command_finishes_at_the_right_epoch(tmp_path, mnist_dir):
+    args = ["-m", "aalp_tf.train", "--dataset=mnist", "--method=alp", f"--source_dir={mnist_dir}",
+            "--epochs=3", *TINY_RUN]
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+    history = tmp_path / "runs/mnist_alp/history.json"
+    proc = subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while not history.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert history.exists(), "no epoch finished in time"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    done = len(json.loads(history.read_text()))
+    assert 1 <= done <= 3
+
+    resumed = command("train", *args[2:], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    if done < 3:
+        assert f"resuming runs/mnist_alp after epoch {done} of 3" in resumed.stdout
+    assert [h["epoch"] for h in json.loads(history.read_text())] == [1, 2, 3]

@@ -1,0 +1,107 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from aalp_tf.datasets import DATASETS
+from aalp_tf.methods import METHODS
+from aalp_tf.trainer import build_model
+from tiny import tiny_arrays, tiny_config
+
+SPEC = DATASETS.get("mnist")
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def tiny_model(tmp_path, method, **overrides):
+    keras.utils.set_random_seed(0)
+    return build_model(tiny_config(tmp_path / "run", method, **overrides), SPEC)
+
+
+def batch(n=32):
+    data = tiny_arrays(n, 8)
+    return tf.constant(data.x_train / 255.0, tf.float32), tf.constant(data.y_train)
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_each_method_trains_end_to_end(tmp_path, method):
+    model = tiny_model(tmp_path, method)
+    x, y = batch(64)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    history = model.fit(x, y, batch_size=32, epochs=1, verbose=0, validation_data=(x, y))
+    logs = {k: v[-1] for k, v in history.history.items()}
+    assert np.isfinite(logs["loss"])
+    assert {"val_clean_accuracy", "val_robust_accuracy", "val_loss"} <= set(logs)
+    assert set(METHODS.get(method).logs) <= set(logs)
+    changed = [not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables)]
+    assert all(changed)
+
+
+def test_inference_is_untouched_by_guided_dropout(tmp_path):
+    model = tiny_model(tmp_path, "aalp")
+    x, _ = batch(8)
+    features = model.backbone(x, training=False)
+    np.testing.assert_allclose(model(x), model.classifier(features), rtol=1e-6, atol=1e-6)
+
+
+def reference_alp_contribution(model, x, x_adv, y, alpha):
+    """NumPy Eq. 7 for ALP's loss: dL/dz by hand, through the dense layer, pooled over branches."""
+    w = model.classifier.kernel.numpy()
+    b = model.classifier.bias.numpy()
+    f_c = model.backbone(x, training=True).numpy()
+    f_a = model.backbone(x_adv, training=True).numpy()
+    z_c, z_a = f_c @ w + b, f_a @ w + b
+    onehot = np.eye(w.shape[1])[y]
+    g_c = (0.5 * (softmax(z_c) - onehot) + 2 * alpha * (z_c - z_a)) @ w.T
+    g_a = (0.5 * (softmax(z_a) - onehot) - 2 * alpha * (z_c - z_a)) @ w.T
+    return np.abs(np.concatenate([g_c * f_c, g_a * f_a])).mean(axis=0)
+
+
+def test_guided_dropout_mask_and_gradients_match_a_numpy_reference(tmp_path):
+    model = tiny_model(tmp_path, "aalp_gd", method_args={"alpha": 0.5})
+    x, y = batch(32)
+    inputs = model.branch_inputs(x, y)  # the adversary of the step about to run
+    r = reference_alp_contribution(model, x, inputs["adv"], y.numpy(), alpha=0.5)
+    features = {k: model.backbone(v, training=True) for k, v in inputs.items()}
+    np.testing.assert_allclose(model.contribution(features, y).numpy(), r, rtol=1e-4, atol=1e-7)
+    keep = r >= np.median(r)
+    assert keep.sum() == r.size // 2
+
+    kernel_before = model.classifier.kernel.numpy().copy()
+    model.train_step((x, y))
+    moved = np.abs(model.classifier.kernel.numpy() - kernel_before).sum(axis=1) > 0
+    # Dropped features get no gradient through the last layer; kept ones do.
+    np.testing.assert_array_equal(moved, keep)
+
+
+def test_without_guided_dropout_every_feature_row_moves(tmp_path):
+    model = tiny_model(tmp_path, "alp")
+    x, y = batch(32)
+    inputs = model.branch_inputs(x, y)
+    features = np.concatenate([model.backbone(v, training=True).numpy() for v in inputs.values()])
+    alive = np.abs(features).sum(axis=0) > 0  # ReLU features that are never on get no gradient
+    kernel_before = model.classifier.kernel.numpy().copy()
+    model.train_step((x, y))
+    moved = np.abs(model.classifier.kernel.numpy() - kernel_before).sum(axis=1) > 0
+    np.testing.assert_array_equal(moved, alive)
+
+
+@pytest.mark.parametrize("method,branches", [("aalp", 2), ("natural", 1), ("madry", 1)])
+def test_backbone_runs_once_per_branch_in_a_step(tmp_path, method, branches):
+    """Guided Dropout's contribution pass must not run the backbone again."""
+    model = tiny_model(tmp_path, method)
+    calls = []
+    inner_call = model.backbone.call
+
+    def counting_call(inputs, training=None, mask=None):
+        calls.append(bool(training))
+        return inner_call(inputs, training=training, mask=mask)
+
+    model.backbone.call = counting_call
+    x, y = batch(32)
+    tf.function(model.train_step)((x, y))
+    assert calls.count(True) == branches
+    assert calls.count(False) == (1 if branches == 2 or method == "madry" else 0)

@@ -1,0 +1,73 @@
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from aalp_tf.errors import UsageError
+from aalp_tf.export import load_serving_logits
+from aalp_tf.training import train
+from tiny import tiny_arrays, tiny_config
+
+ARRAYS = tiny_arrays(160, 32)  # 128 train (4 steps of 32) + 32 validation
+
+
+def weights(model):
+    return [v.numpy() for v in model.weights]
+
+
+def test_a_run_writes_its_folder_and_an_export_equal_to_the_model(tmp_path):
+    cfg = tiny_config(tmp_path / "run", "aalp", epochs=2)
+    result = train(cfg, arrays=ARRAYS, verbose=0)
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text())["method"]["name"] == "aalp"
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert {"loss", "val_clean_accuracy", "val_robust_accuracy"} <= set(history[-1])
+    assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-2")
+    assert any((run / "logs").rglob("events.out.tfevents.*"))
+    assert result.export_path == tmp_path / "run_exports" / "mnist_aalp" / "1"
+
+    logits_fn, shape = load_serving_logits(str(result.export_path))
+    assert shape == (28, 28, 1)
+    x = tf.constant(ARRAYS.x_test / 255.0, tf.float32)
+    np.testing.assert_allclose(logits_fn(x), result.model(x), atol=1e-5)
+
+
+def test_same_seed_same_numbers_and_resume_equals_an_uninterrupted_run(tmp_path, capsys):
+    straight = train(tiny_config(tmp_path / "a", "aalp", epochs=2), arrays=ARRAYS, verbose=0)
+    again = train(tiny_config(tmp_path / "b", "aalp", epochs=2), arrays=ARRAYS, verbose=0)
+    assert straight.history == again.history
+    for a, b in zip(weights(straight.model), weights(again.model)):
+        np.testing.assert_array_equal(a, b)
+
+    # Interrupted after epoch 1, then the same command with the full length.
+    train(tiny_config(tmp_path / "c", "aalp", epochs=1), arrays=ARRAYS, verbose=0,
+          export_model=False)
+    resumed = train(tiny_config(tmp_path / "c", "aalp", epochs=2), arrays=ARRAYS, verbose=0)
+    assert "resuming" in capsys.readouterr().out
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert resumed.history == straight.history
+    for a, b in zip(weights(straight.model), weights(resumed.model)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_finished_run_is_not_retrained_or_exported_twice(tmp_path, capsys):
+    cfg = tiny_config(tmp_path / "run", "natural", epochs=1)
+    first = train(cfg, arrays=ARRAYS, verbose=0)
+    second = train(cfg, arrays=ARRAYS, verbose=0)
+    assert second.export_path == first.export_path
+    assert "already exported" in capsys.readouterr().out
+    assert [h["epoch"] for h in second.history] == [1]
+
+
+def test_a_run_folder_with_other_settings_is_refused_and_kept(tmp_path):
+    train(tiny_config(tmp_path / "run", "alp", epochs=1), arrays=ARRAYS, verbose=0,
+          export_model=False)
+    before = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(UsageError) as err:
+        train(tiny_config(tmp_path / "run", "madry", epochs=1), arrays=ARRAYS, verbose=0)
+    assert str(err.value) == (f"--model_dir {tmp_path / 'run'} holds a run with other settings "
+                              "(method.name: 'alp' -> 'madry'); accepted: the same settings to "
+                              "resume it, or a new --model_dir")
+    assert (tmp_path / "run" / "config.json").read_text() == before
