@@ -25,6 +25,7 @@ setup(
         "tensorboard",  # KerasTuner and the TensorBoard callback
         "scipy",  # SVHN's .mat files
         "matplotlib",  # figures (analyze, tune)
+        "scikit-learn",  # KerasTuner's BayesianOptimization (tune --tuner=bayesian)
     ],
     extras_require={
         "test": ["pytest"],

@@ -36,14 +36,17 @@ def input_gradient(logits_fn, x, objective):
         tape.watch(x)
         logits = logits_fn(x)
         value = tf.reduce_sum(objective(logits))
-    return tape.gradient(value, x), logits
+    # ZERO, not None, for a model whose output ignores its input: attacks then stand still and
+    # the evaluation's nonzero_gradients check reports it, instead of a crash in tf.sign(None).
+    return tape.gradient(value, x, unconnected_gradients=tf.UnconnectedGradients.ZERO), logits
 
 
-def _misclassified(logits, labels):
+def misclassified(logits, labels):
+    """[N] bool: the model's top class is not the label."""
     return tf.not_equal(tf.argmax(logits, axis=-1, output_type=tf.int64), tf.cast(labels, tf.int64))
 
 
-def _where_examples(condition, a, b):
+def where_examples(condition, a, b):
     """Per-example select between two image batches."""
     return tf.where(tf.reshape(condition, [-1, 1, 1, 1]), a, b)
 
@@ -58,31 +61,32 @@ def fgsm(logits_fn, x, labels, *, epsilon, objective=None):
 
 
 def _pgd_run(logits_fn, x, labels, *, epsilon, step_size, steps, objective, random_start, seed,
-             track):
+             track, noise=None):
     """One PGD run. With `track`, returns the first iterate that fools the model (if any)."""
     x_adv = x
-    if random_start:
+    if random_start and noise is None:
         noise = tf.random.stateless_uniform(tf.shape(x), seed=seed, minval=-epsilon,
                                             maxval=epsilon)
+    if noise is not None:
         x_adv = project(x + noise, x, epsilon=epsilon)
     best, found = x_adv, tf.zeros(tf.shape(x)[:1], tf.bool)
     for _ in tf.range(steps):
         grad, logits = input_gradient(logits_fn, x_adv, objective)
         if track:
-            fooled = _misclassified(logits, labels) & ~found
-            best = _where_examples(fooled, x_adv, best)
+            fooled = misclassified(logits, labels) & ~found
+            best = where_examples(fooled, x_adv, best)
             found = found | fooled
         x_adv = project(x_adv + step_size * tf.sign(grad), x, epsilon=epsilon)
     if not track:
         return x_adv, found
-    fooled = _misclassified(logits_fn(x_adv), labels) & ~found
-    best = _where_examples(found, best, x_adv)
+    fooled = misclassified(logits_fn(x_adv), labels) & ~found
+    best = where_examples(found, best, x_adv)
     return best, found | fooled
 
 
 @tf.function
 def pgd(logits_fn, x, labels, *, epsilon, step_size, steps, objective=None, random_start=True,
-        seed=(0, 0), restarts=1, keep_best=False):
+        seed=(0, 0), restarts=1, keep_best=False, noise=None):
     """Projected gradient descent (Madry et al.) on the L-inf ball: PGD-k with k = steps.
 
     Args:
@@ -97,6 +101,9 @@ def pgd(logits_fn, x, labels, *, epsilon, step_size, steps, objective=None, rand
       restarts: independent runs; per example the first one that fools the model wins.
       keep_best: return, per example, the first iterate that fooled the model rather than the
         last iterate (for evaluation: an adversarial example found at any step counts).
+      noise: the first run's random start perturbation, [N, H, W, C] in [-epsilon, epsilon],
+        instead of one drawn from `seed` (the trainer draws it for the global batch, so that N
+        replicas start where one device would).
 
     Returns:
       Adversarial images, within epsilon of x and in [0, 1].
@@ -110,11 +117,12 @@ def pgd(logits_fn, x, labels, *, epsilon, step_size, steps, objective=None, rand
         run_seed = seed + tf.constant([0, restart], tf.int64)
         x_adv, fooled = _pgd_run(logits_fn, x, labels, epsilon=epsilon, step_size=step_size,
                                  steps=steps, objective=objective, random_start=random_start,
-                                 seed=run_seed, track=track)
+                                 seed=run_seed, track=track,
+                                 noise=noise if restart == 0 else None)
         if result is None:
             result, found = x_adv, fooled
         else:
-            result = _where_examples(found, result, x_adv)
+            result = where_examples(found, result, x_adv)
             found = found | fooled
     return result
 

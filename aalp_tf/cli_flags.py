@@ -3,6 +3,7 @@
 The paper's settings per dataset live in absl flagfiles, `flags/<dataset>.cfg`. When the command
 line names `--dataset=X`, that file is read first, so any flag given on the command line wins.
 """
+import dataclasses
 import os
 import pathlib
 import sys
@@ -13,8 +14,10 @@ from absl import flags
 from aalp_tf import config as cfglib
 from aalp_tf.datasets import DATASETS
 from aalp_tf.errors import UsageError
+from aalp_tf.export import SIGNATURES
 from aalp_tf.methods import METHODS
 from aalp_tf.models import BACKBONES
+from aalp_tf.tuning_space import OBJECTIVES, TUNERS
 
 FLAGS = flags.FLAGS
 
@@ -52,6 +55,8 @@ flags.DEFINE_float("epsilon", None, "L-inf radius in pixel units of [0, 1] (e.g.
                    "0.0313725).")
 flags.DEFINE_float("step_size", None, "PGD step size in pixel units.")
 flags.DEFINE_integer("attack_steps", None, "PGD steps of the training adversary.")
+flags.DEFINE_float("epsilon_warmup_epochs", 0.0, "Ramp the training adversary's epsilon (and "
+                   "step) linearly from 0 over this many epochs (0: off, as in the paper).")
 
 # ---- training -----------------------------------------------------------------------------
 flags.DEFINE_integer("epochs", None, "Epochs to train.")
@@ -61,19 +66,92 @@ flags.DEFINE_string("model_dir", None, "Run folder (config, checkpoints, logs, h
 flags.DEFINE_integer("seed", 0, "Seed of weights, data order, augmentation and random starts.")
 flags.DEFINE_boolean("deterministic", True, "Deterministic TF ops (same seed, same numbers).")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (slower on CPU).")
+
+# ---- distribution -------------------------------------------------------------------------
+flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multi_worker"],
+                  "auto: multi_worker when TF_CONFIG names several workers, mirrored when "
+                  "several GPUs are visible, else default. --batch_size is the global batch.")
+flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 with loss scaling on GPUs (logits, "
+                     "losses and attack perturbations stay float32); ignored on CPU.")
+flags.DEFINE_boolean("sync_batchnorm", False, "Batch-norm statistics over all replicas rather "
+                     "than per replica.")
 flags.DEFINE_integer("val_attack_steps", 0, "PGD steps for validation robust accuracy "
                      "(0: --attack_steps).")
 flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept in the run folder (0: all).")
 flags.DEFINE_string("export_dir", "saved_models", "Where SavedModels are exported.")
 flags.DEFINE_string("export_name", "", "Export folder name (default <dataset>_<method>).")
+flags.DEFINE_integer("analysis_probe", 0, "Record the paper's training analyses (Fig. 4, 9) "
+                     "after every epoch on this many validation examples into "
+                     "<model_dir>/analysis/ (0: off).")
 
 # ---- evaluation ---------------------------------------------------------------------------
-flags.DEFINE_string("model", None, "evaluate: a SavedModel folder (e.g. saved_models/mnist_aalp/1).")
+flags.DEFINE_string("model", None, "evaluate: a SavedModel folder (e.g. saved_models/mnist_aalp/1)"
+                    "; serving predict: the served model's name (e.g. mnist_aalp).")
 flags.DEFINE_list("attacks", ["clean", "fgsm", "pgd10", "pgd20", "pgd40", "pgd100", "cw10",
                               "cw20", "cw40", "cw100"], "evaluate: attacks, comma-separated.")
-flags.DEFINE_integer("restarts", 1, "evaluate: random restarts of PGD and CW.")
+flags.DEFINE_integer("restarts", 1, "evaluate: random restarts of PGD, CW, APGD and Square.")
 flags.DEFINE_string("output", None, "evaluate: JSON file for the results (default "
                     "evaluation/<name>-<version>.json).")
+
+# ---- strong evaluation: sanity checks (issue 7) --------------------------------------------
+flags.DEFINE_boolean("checks", True, "evaluate: sanity checks against false robustness (logits "
+                     "not probabilities, determinism, non-zero gradients, accuracy falling with "
+                     "epsilon, FGSM >= PGD >= APGD, more effort never helping), reported beside "
+                     "the numbers.")
+flags.DEFINE_integer("check_examples", 100, "evaluate: the checks run on the first this many "
+                     "test images.")
+
+# ---- analysis -----------------------------------------------------------------------------
+flags.DEFINE_list("models", [], "analyze: label:path pairs; a path is a run folder or a "
+                  "SavedModel version folder (e.g. natural:runs/mnist_natural,aalp:"
+                  "saved_models/mnist_aalp/1).")
+flags.DEFINE_string("out", "analysis", "analyze: folder for the figures and tables.")
+flags.DEFINE_list("what", ["all"], "analyze: all, or some of contributions, gradcam, sets, "
+                  "scatter, training.")
+flags.DEFINE_string("cam_layer", "", "analyze: backbone layer for Grad-CAM (default: the last "
+                    "spatial layer, e.g. conv2 of lenet).")
+flags.DEFINE_integer("cam_images", 8, "analyze: test images in the Grad-CAM figure.")
+flags.DEFINE_string("cam_source", "own", "analyze: whose adversarial examples Grad-CAM shows: "
+                    "own (each model attacked itself) or a label from --models.")
+
+# ---- tuning -------------------------------------------------------------------------------
+flags.DEFINE_enum("tuner", "random", TUNERS.names(), "tune: KerasTuner's search algorithm.")
+flags.DEFINE_integer("max_trials", 10, "tune: trials of random and bayesian search (hyperband: "
+                     "set by --epochs and --hyperband_factor).")
+flags.DEFINE_enum("objective", "robust", OBJECTIVES.names(), "tune: robust = validation PGD "
+                  "accuracy; tradeoff = harmonic mean of validation clean and PGD accuracy.")
+flags.DEFINE_list("alpha_range", ["0.1", "10"], "tune: LOW,HIGH of alpha, log-uniform.")
+flags.DEFINE_boolean("tune_learning_rate", False, "tune: also search the learning rate.")
+flags.DEFINE_list("learning_rate_range", ["1e-5", "1e-3"], "tune: LOW,HIGH of the learning "
+                  "rate, log-uniform (with --tune_learning_rate).")
+flags.DEFINE_boolean("tune_keep_fraction", False, "tune: also search Guided Dropout's keep "
+                     "fraction.")
+flags.DEFINE_list("keep_fraction_range", ["0.25", "0.75"], "tune: LOW,HIGH of the keep "
+                  "fraction, uniform (with --tune_keep_fraction).")
+flags.DEFINE_integer("hyperband_factor", 3, "tune: Hyperband's reduction factor.")
+flags.DEFINE_boolean("export_best", True, "tune: export the best trial's model at the end.")
+
+# ---- serving (python -m aalp_tf.export, python -m aalp_tf.serving config|predict) -----------
+# export also reads --model_dir, --export_dir and --export_name (alias --name); predict reads
+# --model as the served model's name.
+flags.DEFINE_integer("checkpoint", 0, "export: the epoch whose checkpoint to export (0: the "
+                     "latest).")
+flags.DEFINE_alias("name", "export_name")
+flags.DEFINE_integer("version", None, "export: the version folder to write (default: one past "
+                     "the highest present); predict: the version to ask for (default: latest).")
+flags.DEFINE_list("warmup_batch_sizes", ["1"], "export: a TF Serving warm-up request per "
+                  "signature and batch size (empty: no warm-up file).")
+flags.DEFINE_string("base_path", None, "serving config: the export folder as the server sees it "
+                    "(default: its absolute path; /models inside the tensorflow/serving image).")
+flags.DEFINE_string("server", None, "predict: HOST:PORT of TF Serving (default localhost:8500, "
+                    "with --rest localhost:8501).")
+flags.DEFINE_string("images", None, "predict: .npy file of images [N, H, W, C], float in [0, 1] "
+                    "or uint8.")
+flags.DEFINE_boolean("rest", False, "predict: REST (POST /v1/models/NAME:predict) instead of "
+                     "gRPC.")
+flags.DEFINE_enum("signature", "auto", ["auto"] + SIGNATURES.names(), "predict: the signature; "
+                  "auto: predict_uint8 for uint8 images, else serving_default.")
+flags.DEFINE_float("timeout", 10.0, "predict: seconds to wait for the server.")
 
 FLAGFILE_DIR_ENV = "AALP_FLAGS_DIR"
 
@@ -131,7 +209,8 @@ def data_config() -> cfglib.DataConfig:
 
 def attack_config() -> cfglib.AttackConfig:
     return cfglib.AttackConfig(epsilon=_required("epsilon"), step_size=_required("step_size"),
-                               steps=_required("attack_steps"))
+                               steps=_required("attack_steps"),
+                               warmup_epochs=FLAGS.epsilon_warmup_epochs)
 
 
 def config_from_flags() -> cfglib.RunConfig:
@@ -147,12 +226,15 @@ def config_from_flags() -> cfglib.RunConfig:
     train = cfglib.TrainConfig(epochs=_required("epochs"),
                                learning_rate=_required("learning_rate"), model_dir=model_dir,
                                seed=FLAGS.seed, deterministic=FLAGS.deterministic,
-                               jit_compile=FLAGS.jit_compile,
+                               jit_compile=FLAGS.jit_compile, strategy=FLAGS.strategy,
+                               mixed_precision=FLAGS.mixed_precision,
                                val_attack_steps=FLAGS.val_attack_steps,
                                keep_checkpoints=FLAGS.keep_checkpoints,
-                               export_dir=FLAGS.export_dir, export_name=FLAGS.export_name)
+                               export_dir=FLAGS.export_dir, export_name=FLAGS.export_name,
+                               analysis_probe=FLAGS.analysis_probe)
     model = cfglib.ModelConfig(name=architecture, width=FLAGS.width,
-                               keep_fraction=FLAGS.keep_fraction, gd_rescale=FLAGS.gd_rescale)
+                               keep_fraction=FLAGS.keep_fraction, gd_rescale=FLAGS.gd_rescale,
+                               sync_batchnorm=FLAGS.sync_batchnorm)
     return cfglib.validate(cfglib.RunConfig(data=data, model=model, method=method,
                                             attack=attack_config(), train=train))
 
@@ -166,4 +248,81 @@ def eval_config_from_flags() -> cfglib.EvalConfig:
     return cfglib.validate_eval(cfglib.EvalConfig(
         model=model, data=data_config(), attack=attack_config(),
         attacks=tuple(FLAGS.attacks), restarts=FLAGS.restarts, seed=FLAGS.seed,
-        output=FLAGS.output))
+        output=FLAGS.output, checks=FLAGS.checks, check_examples=FLAGS.check_examples))
+
+
+def _labelled_path(item: str) -> tuple:
+    """`label:path` -> (label, path); a bare path is labelled by its folder name (a SavedModel
+    version folder such as saved_models/mnist_aalp/1 by its model's folder)."""
+    label, sep, path = item.partition(":")
+    if not sep:
+        folder = pathlib.Path(item)
+        return (folder.parent.name if folder.name.isdigit() else folder.name), item
+    if not label or not path:
+        raise UsageError(f"--models item {item!r} is not label:path; accepted: e.g. "
+                         "aalp:runs/mnist_aalp")
+    return label, path
+
+
+def analysis_config_from_flags() -> cfglib.AnalysisConfig:
+    """The analysis config, validated."""
+    return cfglib.validate_analysis(cfglib.AnalysisConfig(
+        models=tuple(_labelled_path(item) for item in FLAGS.models), out=FLAGS.out,
+        data=data_config(), attack=attack_config(), what=tuple(FLAGS.what),
+        cam_layer=FLAGS.cam_layer, cam_images=FLAGS.cam_images, cam_source=FLAGS.cam_source,
+        seed=FLAGS.seed))
+
+
+def _float_pair(name: str) -> tuple:
+    raw = FLAGS[name].value
+    try:
+        return tuple(float(item) for item in raw)
+    except ValueError:
+        raise UsageError(f"--{name} must be two numbers LOW,HIGH; received: "
+                         f"{','.join(raw)}") from None
+
+
+def tune_config_from_flags() -> cfglib.TuneConfig:
+    """The search config, validated; the search folder defaults to runs/<dataset>_<method>_tune."""
+    run = config_from_flags()
+    if FLAGS.model_dir is None:
+        folder = os.path.join("runs", f"{run.data.dataset}_{run.method.name}_tune")
+        run = run.replace(train=dataclasses.replace(run.train, model_dir=folder))
+    return cfglib.validate_tune(cfglib.TuneConfig(
+        run=run, tuner=FLAGS.tuner, objective=FLAGS.objective, max_trials=FLAGS.max_trials,
+        alpha_range=_float_pair("alpha_range"),
+        learning_rate_range=_float_pair("learning_rate_range") if FLAGS.tune_learning_rate
+        else None,
+        keep_fraction_range=_float_pair("keep_fraction_range") if FLAGS.tune_keep_fraction
+        else None,
+        hyperband_factor=FLAGS.hyperband_factor, export_best=FLAGS.export_best))
+
+
+# ---- serving ------------------------------------------------------------------------------
+
+
+def _int_list(name: str) -> tuple:
+    raw = FLAGS[name].value
+    cfglib.check(all(item.strip().isdigit() for item in raw), f"--{name} must be integers, "
+                 f"comma-separated; received: {','.join(raw)}")
+    return tuple(int(item) for item in raw)
+
+
+def export_config_from_flags() -> cfglib.ExportConfig:
+    """The export config, validated; --export_dir counts only when given (else the run's)."""
+    if not FLAGS.model_dir:
+        raise UsageError("--model_dir is not set: pass the run folder to export, e.g. "
+                         "--model_dir=runs/mnist_aalp")
+    return cfglib.validate_export(cfglib.ExportConfig(
+        model_dir=FLAGS.model_dir, checkpoint=FLAGS.checkpoint,
+        export_dir=FLAGS.export_dir if FLAGS["export_dir"].present else None,
+        name=FLAGS.export_name, version=FLAGS.version,
+        warmup_batch_sizes=_int_list("warmup_batch_sizes")))
+
+
+def predict_config_from_flags() -> cfglib.PredictConfig:
+    """The client's request, validated."""
+    server = FLAGS.server or ("localhost:8501" if FLAGS.rest else "localhost:8500")
+    return cfglib.validate_predict(cfglib.PredictConfig(
+        server=server, model=FLAGS.model or "", images=FLAGS.images or "", rest=FLAGS.rest,
+        signature=FLAGS.signature, version=FLAGS.version, timeout=FLAGS.timeout))

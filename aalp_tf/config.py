@@ -44,6 +44,9 @@ class AttackConfig:
     step_size: float
     steps: int
     random_start: bool = True
+    # Ramp epsilon and the step linearly from 0 over this many epochs (0: off, as in the paper).
+    # Short MNIST runs at eps=0.3 can otherwise sit at chance accuracy for epochs.
+    warmup_epochs: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +57,7 @@ class ModelConfig:
     width: int = 0  # base number of filters; 0 means the architecture's published width
     keep_fraction: float = 0.5
     gd_rescale: bool = False
+    sync_batchnorm: bool = False  # batch statistics over all replicas (see README, Distributed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +84,9 @@ class TrainConfig:
     keep_checkpoints: int = 5  # 0 keeps every epoch's checkpoint
     export_dir: str = "saved_models"
     export_name: str = ""  # "" means <dataset>_<method>
+    analysis_probe: int = 0  # examples recorded per epoch into <model_dir>/analysis/ (0: off)
+    strategy: str = "auto"  # default | mirrored | multi_worker | auto (see distribution.py)
+    mixed_precision: bool = False  # mixed_float16 on GPUs; ignored on CPU
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,11 +138,16 @@ def validate(cfg: RunConfig) -> RunConfig:
     a, t, m = cfg.attack, cfg.train, cfg.model
     _validate_attack_and_data(a, cfg.data)
     check(a.steps >= 1, f"--attack_steps must be >= 1; received: {a.steps}")
+    check(0 <= a.warmup_epochs <= t.epochs,
+          f"--epsilon_warmup_epochs must be in [0, --epochs={t.epochs}]; received: "
+          f"{a.warmup_epochs}")
     check(t.epochs >= 1, f"--epochs must be >= 1; received: {t.epochs}")
     check(t.learning_rate > 0, f"--learning_rate must be > 0; received: {t.learning_rate}")
     check(0.0 < m.keep_fraction <= 1.0,
           f"--keep_fraction must be in (0, 1]; received: {m.keep_fraction}")
     check(m.width >= 0, f"--width must be >= 0 (0: the architecture's default); received: {m.width}")
+    check(t.analysis_probe >= 0,
+          f"--analysis_probe must be >= 0 (0: off); received: {t.analysis_probe}")
     check(cfg.method.alpha >= 0, f"--alpha must be >= 0; received: {cfg.method.alpha}")
     check(cfg.method.trades_beta >= 0,
           f"--trades_beta must be >= 0; received: {cfg.method.trades_beta}")
@@ -154,6 +166,8 @@ class EvalConfig:
       restarts: random restarts of PGD and CW; per example the worst case counts.
       seed: seed of the random starts.
       output: JSON path ("" or None: evaluation/<name>-<version>.json).
+      checks: run the sanity checks against false robustness (aalp_tf.checks) and report them.
+      check_examples: the checks' slice: the first this many test examples.
     """
 
     model: str
@@ -163,6 +177,8 @@ class EvalConfig:
     restarts: int = 1
     seed: int = 0
     output: Optional[str] = None
+    checks: bool = True
+    check_examples: int = 100
 
 
 def validate_eval(cfg: EvalConfig) -> EvalConfig:
@@ -170,4 +186,176 @@ def validate_eval(cfg: EvalConfig) -> EvalConfig:
     _validate_attack_and_data(cfg.attack, cfg.data)
     check(cfg.restarts >= 1, f"--restarts must be >= 1; received: {cfg.restarts}")
     check(len(cfg.attacks) > 0, "--attacks is empty: name at least one, e.g. clean,pgd40")
+    check(cfg.check_examples >= 1,
+          f"--check_examples must be >= 1; received: {cfg.check_examples}")
+    return cfg
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisConfig:
+    """What `analyze` reads, computes and writes.
+
+    Attributes:
+      models: ((label, path), ...): run folders or SavedModel version folders.
+      out: folder for the figures and tables.
+      data: the test data (train-side fields unused).
+      attack: the PGD adversary of the analyses (the dataset's paper settings by default).
+      what: analysis names, or ("all",).
+      cam_layer: backbone layer for Grad-CAM ("": the last spatial layer).
+      cam_images: test images in the Grad-CAM figure.
+      cam_source: "own" (each model's own adversarial examples of the same images) or a label
+        from `models` (that model's adversarial examples, shown to every model).
+      seed: seed of the PGD random starts.
+    """
+
+    models: tuple
+    out: str
+    data: DataConfig
+    attack: AttackConfig
+    what: tuple = ("all",)
+    cam_layer: str = ""
+    cam_images: int = 8
+    cam_source: str = "own"
+    seed: int = 0
+
+
+def validate_analysis(cfg: AnalysisConfig) -> AnalysisConfig:
+    """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
+    _validate_attack_and_data(cfg.attack, cfg.data)
+    labels = [label for label, _ in cfg.models]
+    check(len(labels) > 0, "--models is empty; accepted: label:path pairs, e.g. "
+                           "natural:runs/mnist_natural,aalp:saved_models/mnist_aalp/1")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    check(not repeated, f"--models names {', '.join(repeated)} more than once; accepted: "
+                        "distinct labels")
+    check(cfg.attack.steps >= 1, f"--attack_steps must be >= 1; received: {cfg.attack.steps}")
+    check(1 <= cfg.cam_images <= 32, f"--cam_images must be in 1..32; received: {cfg.cam_images}")
+    check(cfg.cam_source in ["own"] + labels, f"--cam_source={cfg.cam_source} is not a model "
+                                              f"label; accepted: own, {', '.join(labels)}")
+    return cfg
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    """A KerasTuner search over runs like `run` (see aalp_tf/tuning.py).
+
+    Attributes:
+      run: the base run; each trial is this run with the searched values put in. Its
+        train.model_dir is the search folder (the tuner's folder and every trial's run folder
+        live under it).
+      tuner: random, bayesian or hyperband (aalp_tf.tuning_space.TUNERS).
+      objective: robust or tradeoff (aalp_tf.tuning_space.OBJECTIVES), on the validation slice.
+      max_trials: trials of random and bayesian search; Hyperband's count follows from
+        run.train.epochs (its max_epochs) and hyperband_factor.
+      alpha_range: (low, high) of α, sampled log-uniformly.
+      learning_rate_range: (low, high), log-uniform; None keeps run.train.learning_rate.
+      keep_fraction_range: (low, high), uniform; None keeps run.model.keep_fraction.
+      hyperband_factor: Hyperband's reduction factor.
+      export_best: when the search ends, export the best trial's model (reloaded from its run
+        folder, or retrained where that folder is not on this host).
+    """
+
+    run: RunConfig
+    tuner: str = "random"
+    objective: str = "robust"
+    max_trials: int = 10
+    alpha_range: tuple = (0.1, 10.0)
+    learning_rate_range: Optional[tuple] = None
+    keep_fraction_range: Optional[tuple] = None
+    hyperband_factor: int = 3
+    export_best: bool = True
+
+
+def _check_range(name: str, bounds, *, high_max: Optional[float] = None) -> None:
+    check(bounds is not None and len(bounds) == 2 and 0 < bounds[0] < bounds[1]
+          and (high_max is None or bounds[1] <= high_max),
+          f"--{name} must be LOW,HIGH with 0 < LOW < HIGH"
+          f"{'' if high_max is None else f' <= {high_max}'}; received: {bounds}")
+
+
+def validate_tune(cfg: TuneConfig) -> TuneConfig:
+    """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
+    validate(cfg.run)
+    check(cfg.max_trials >= 1, f"--max_trials must be >= 1; received: {cfg.max_trials}")
+    check(cfg.hyperband_factor >= 2,
+          f"--hyperband_factor must be >= 2; received: {cfg.hyperband_factor}")
+    check(cfg.run.data.val_examples > 0, "--val_examples must be > 0 to tune: the objective is "
+          f"measured on the validation slice; received: {cfg.run.data.val_examples}")
+    _check_range("alpha_range", cfg.alpha_range)
+    if cfg.learning_rate_range is not None:
+        _check_range("learning_rate_range", cfg.learning_rate_range)
+    if cfg.keep_fraction_range is not None:
+        _check_range("keep_fraction_range", cfg.keep_fraction_range, high_max=1.0)
+    return cfg
+
+
+# ---- serving (python -m aalp_tf.export, python -m aalp_tf.serving) ---------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """Which checkpoint of a run `python -m aalp_tf.export` writes, and where.
+
+    Attributes:
+      model_dir: the run folder (config.json, checkpoints/).
+      checkpoint: the epoch whose checkpoint is exported (0: the latest).
+      export_dir: None: the run's own export_dir.
+      name: the model folder ("": the run's export name, <dataset>_<method>).
+      version: None: one past the highest version present.
+      warmup_batch_sizes: a warm-up request per signature and batch size (empty: none).
+    """
+
+    model_dir: str
+    checkpoint: int = 0
+    export_dir: Optional[str] = None
+    name: str = ""
+    version: Optional[int] = None
+    warmup_batch_sizes: tuple = (1,)
+
+
+def validate_export(cfg: ExportConfig) -> ExportConfig:
+    """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
+    check(cfg.checkpoint >= 0, f"--checkpoint must be an epoch >= 1 (0: the latest); "
+                               f"received: {cfg.checkpoint}")
+    check(cfg.version is None or cfg.version >= 1,
+          f"--version must be >= 1 (unset: the next free one); received: {cfg.version}")
+    check(all(b >= 1 for b in cfg.warmup_batch_sizes),
+          f"--warmup_batch_sizes must be batch sizes >= 1; received: {cfg.warmup_batch_sizes}")
+    return cfg
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+    """One Predict request of `python -m aalp_tf.serving predict`.
+
+    Attributes:
+      server: HOST:PORT of TF Serving's gRPC port (REST port with `rest`).
+      model: the served model's name.
+      images: .npy file, [N, H, W, C] float in [0, 1] or uint8.
+      rest: POST /v1/models/<model>:predict instead of gRPC.
+      signature: a signature name, or "auto" (uint8 images: predict_uint8, else serving_default).
+      version: None: the server's latest version.
+      timeout: seconds to wait for the answer.
+    """
+
+    server: str
+    model: str
+    images: str
+    rest: bool = False
+    signature: str = "auto"
+    version: Optional[int] = None
+    timeout: float = 10.0
+
+
+def validate_predict(cfg: PredictConfig) -> PredictConfig:
+    """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
+    host, _, port = cfg.server.rpartition(":")
+    check(bool(host) and port.isdigit() and 0 < int(port) < 65536,
+          f"--server must be HOST:PORT; received: {cfg.server!r}")
+    check(bool(cfg.model), "--model is not set: pass the served model's name, e.g. "
+                           "--model=mnist_aalp")
+    check(bool(cfg.images), "--images is not set: pass a .npy file of images [N, H, W, C]")
+    check(cfg.timeout > 0, f"--timeout must be > 0 seconds; received: {cfg.timeout}")
+    check(cfg.version is None or cfg.version >= 1,
+          f"--version must be >= 1 (unset: the server's latest); received: {cfg.version}")
     return cfg

@@ -138,12 +138,22 @@ def _train_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, augment: bo
     train = train.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # flat_map hides the length; state it so Keras and callers can rely on it.
     steps = (epochs - first_epoch) * (used // batch_size)
-    return train.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+    train = train.apply(tf.data.experimental.assert_cardinality(steps))
+    return _shard_by_data(train.prefetch(tf.data.AUTOTUNE))
+
+
+def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Under several workers, each takes its share of every global batch (there are no files
+    to shard by): worker w gets the w-th contiguous chunk, as a single device would see it."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def _eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dataset:
-    return (tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-            .map(_to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+    return _shard_by_data(tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+                          .map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+                          .prefetch(tf.data.AUTOTUNE))
 
 
 def make_data(cfg: DataConfig, *, seed: int, first_epoch: int = 0, epochs: int = 1,

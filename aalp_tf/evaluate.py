@@ -4,13 +4,25 @@
         --attacks=clean,fgsm,pgd10,pgd20,pgd40,pgd100,cw10,cw20,cw40,cw100
 
 epsilon and the PGD/CW step size default to the dataset's paper settings (flags/<dataset>.cfg).
-Prints a row like the paper's Table 2 and writes the numbers as JSON.
+Prints a row like the paper's Table 2 and writes the numbers as JSON, with the sanity checks
+against false robustness (aalp_tf.checks; --nochecks skips them) beside them.
 """
 import json
 
 from aalp_tf import cli
 from aalp_tf.cli_flags import eval_config_from_flags
 from aalp_tf.errors import UsageError
+
+
+def sanity_checks(cfg, logits_fn, batches) -> dict:
+    """Runs aalp_tf.checks on the first cfg.check_examples test images; prints and returns them."""
+    from aalp_tf import checks
+
+    x, y = checks.first_examples(batches, cfg.check_examples)
+    results = checks.run_checks(logits_fn, x, y, epsilon=cfg.attack.epsilon, seed=cfg.seed)
+    print(f"sanity checks on the first {x.shape[0]} test images:")
+    print("\n".join(checks.report_lines(results)))
+    return checks.as_record(results, examples=int(x.shape[0]))
 
 
 def main(argv):
@@ -29,6 +41,7 @@ def main(argv):
     batches, count = evaluation_batches(cfg.data)
     print(f"evaluating {cfg.model} on {count} {spec.name} test images, epsilon="
           f"{cfg.attack.epsilon:.6g}, step={cfg.attack.step_size:.6g}, restarts={cfg.restarts}")
+    checked = sanity_checks(cfg, logits_fn, batches) if cfg.checks else None
     accuracy = evaluation.evaluate(
         logits_fn, batches, cfg.attacks, image_shape=image_shape, epsilon=cfg.attack.epsilon,
         step_size=cfg.attack.step_size, restarts=cfg.restarts, seed=cfg.seed,
@@ -38,6 +51,11 @@ def main(argv):
     record = {"model": cfg.model, "dataset": spec.name, "examples": count,
               "epsilon": cfg.attack.epsilon, "step_size": cfg.attack.step_size,
               "restarts": cfg.restarts, "seed": cfg.seed, "accuracy": accuracy}
+    if checked is not None:
+        record["checks"] = checked
+        if checked["failed"]:
+            print(f"WARNING: sanity checks failed: {', '.join(checked['failed'])} (details above "
+                  "and in the JSON): these numbers may overstate robustness")
     output = evaluation.write_json(output, record)
     print(f"wrote {output}")
 

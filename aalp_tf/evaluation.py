@@ -1,23 +1,40 @@
 """Accuracy of a logits function under named attacks, as in the paper's Table 2.
 
-Attack names are a family and an optional step count: `clean`, `fgsm`, `pgd40`, `cw20`.
-Families live in a registry, so stronger attacks join by registering a builder.
+Attack names are a family and an optional step count: `clean`, `fgsm`, `pgd40`, `cw20`,
+`apgd-ce` (100 steps), `apgd-t50`, `square1000` (queries), `autoattack`. Families live in a
+registry, so stronger attacks join by registering a builder with its step-count rule.
 """
 import dataclasses
 import json
 import pathlib
 import re
-from typing import Callable, Dict, Iterable, Sequence
+from typing import Callable, Dict, Iterable, Optional, Sequence
 
 import keras
 import tensorflow as tf
 
-from aalp_tf import attacks
+from aalp_tf import attacks, autoattack
 from aalp_tf.errors import UsageError
 from aalp_tf.registry import Registry
 
 # family -> builder(logits_fn, *, steps, epsilon, step_size, restarts, seed) -> fn(x, y) -> x_adv
 ATTACK_FAMILIES = Registry("attack")
+# family -> REQUIRED (`pgd40`) or its default count (`apgd-ce` is apgd-ce100); absent: no count
+STEP_RULES: Dict[str, int] = {}
+REQUIRED = 0
+
+
+def register_family(name: str, *, steps: Optional[int] = None):
+    """Registers an attack builder; `steps`: None (the name takes no count), REQUIRED, or the
+    count a bare name means."""
+
+    def add(build):
+        ATTACK_FAMILIES.add(name, build)
+        if steps is not None:
+            STEP_RULES[name] = steps
+        return build
+
+    return add
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,33 +54,69 @@ def _fgsm(logits_fn, *, epsilon, **_):
     return lambda x, y: attacks.fgsm(logits_fn, x, y, epsilon=epsilon)
 
 
-@ATTACK_FAMILIES.register("pgd")
+@register_family("pgd", steps=REQUIRED)
 def _pgd(logits_fn, *, steps, epsilon, step_size, restarts, seed):
     return lambda x, y: attacks.pgd(logits_fn, x, y, epsilon=epsilon, step_size=step_size,
                                     steps=steps, restarts=restarts, seed=(seed, 0),
                                     keep_best=True)
 
 
-@ATTACK_FAMILIES.register("cw")
+@register_family("cw", steps=REQUIRED)
 def _cw(logits_fn, *, steps, epsilon, step_size, restarts, seed):
     return lambda x, y: attacks.cw(logits_fn, x, y, epsilon=epsilon, step_size=step_size,
                                    steps=steps, restarts=restarts, seed=(seed, 0),
                                    keep_best=True)
 
 
-_STEPPED = {"pgd", "cw"}  # families that need a step count in their name
+# ---- AutoAttack's attacks (aalp_tf.autoattack); --restarts applies to each ----------------
+APGD_STEPS = 100  # AutoAttack's standard budget per run
+SQUARE_QUERIES = 5000
+
+
+@register_family("apgd-ce", steps=APGD_STEPS)
+def _apgd_ce(logits_fn, *, steps, epsilon, restarts, seed, **_):
+    return lambda x, y: autoattack.apgd_ce(logits_fn, x, y, epsilon=epsilon, steps=steps,
+                                           restarts=restarts, seed=(seed, 0))
+
+
+@register_family("apgd-t", steps=APGD_STEPS)
+def _apgd_t(logits_fn, *, steps, epsilon, restarts, seed, **_):
+    return lambda x, y: autoattack.apgd_t(logits_fn, x, y, epsilon=epsilon, steps=steps,
+                                          restarts=restarts, seed=(seed, 0))
+
+
+@register_family("square", steps=SQUARE_QUERIES)
+def _square(logits_fn, *, steps, epsilon, restarts, seed, **_):
+    return lambda x, y: autoattack.square(logits_fn, x, y, epsilon=epsilon, queries=steps,
+                                          restarts=restarts, seed=(seed, 0))
+
+
+@register_family("autoattack", steps=SQUARE_QUERIES)  # the count is Square's queries
+def _autoattack(logits_fn, *, steps, epsilon, restarts, seed, **_):
+    return lambda x, y: autoattack.autoattack(logits_fn, x, y, epsilon=epsilon,
+                                              steps=APGD_STEPS, queries=steps,
+                                              restarts=restarts, seed=(seed, 0))
 
 
 def parse_attack(name: str) -> AttackSpec:
-    """`pgd40` -> AttackSpec("pgd40", "pgd", 40); one clear line for anything else."""
-    match = re.fullmatch(r"([a-z][a-z_\-]*?)(\d*)", name.strip().lower())
-    family, digits = (match.group(1), match.group(2)) if match else (name, "")
-    stepped = family in _STEPPED
-    if family not in ATTACK_FAMILIES or stepped != bool(digits) or (digits and int(digits) < 1):
-        known = ", ".join(f"{f}<k>" if f in _STEPPED else f for f in ATTACK_FAMILIES.names())
+    """`pgd40` -> AttackSpec("pgd40", "pgd", 40), `apgd-ce` -> ("apgd-ce", "apgd-ce", 100); one
+    clear line for anything else."""
+    text = name.strip().lower()
+    match = re.fullmatch(r"([a-z][a-z_\-]*?)(\d*)", text)
+    family, digits = (match.group(1), match.group(2)) if match else (text, "")
+    rule = STEP_RULES.get(family)  # None: the name carries no count
+    count_ok = not digits if rule is None else bool(digits) or rule != REQUIRED
+    if family not in ATTACK_FAMILIES or not count_ok or (digits and int(digits) < 1):
+        known = ", ".join(_pattern(f) for f in ATTACK_FAMILIES.names())
         raise UsageError(f"unknown attack: received {name!r}; accepted: {known} "
-                         "(k = steps, e.g. pgd40)")
-    return AttackSpec(name=name.strip().lower(), family=family, steps=int(digits or 0))
+                         "(k = steps, e.g. pgd40; Square's queries for square and autoattack)")
+    steps = int(digits) if digits else (0 if rule in (None, REQUIRED) else rule)
+    return AttackSpec(name=text, family=family, steps=steps)
+
+
+def _pattern(family: str) -> str:
+    rule = STEP_RULES.get(family)
+    return family if rule is None else f"{family}<k>" if rule == REQUIRED else f"{family}[<k>]"
 
 
 def attack_function(spec: AttackSpec, logits_fn, *, image_shape: Sequence[int], epsilon: float,

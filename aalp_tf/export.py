@@ -1,23 +1,54 @@
 """SavedModel export in TF Serving's layout: <export_dir>/<name>/<version>/.
 
-The `serving_default` signature takes float32 `images` [N, H, W, C] in [0, 1] and returns
-`logits`, `probabilities` and `classes`. The graph is the model in inference mode, so Guided
-Dropout (identity at inference) and every training-only path are absent from it.
+Two signatures, both returning `logits`, `probabilities` and `classes`:
+  serving_default   float32 `images` [N, H, W, C] in [0, 1]
+  predict_uint8     uint8 `images` [N, H, W, C], raw pixels 0-255
+The graph is the model in inference mode, so Guided Dropout (identity at inference) and every
+training-only path are absent from it. Each signature checks its input's shape at run time:
+TF Serving hands the graph whatever tensor a request holds.
 
 A version is written into a hidden temporary folder and renamed into place, so TF Serving, which
 watches the model folder for new integer versions, never sees half an export; an existing version
-is never overwritten.
+is never overwritten. `assets.extra/tf_serving_warmup_requests` holds a request per signature,
+which TF Serving replays while loading the version, so the first real request is not slow.
+
+Export a run's checkpoint from the command line (see run_export.py):
+
+    python -m aalp_tf.export --model_dir=runs/mnist_aalp [--checkpoint=EPOCH] [--name=NAME]
+        [--version=N] [--export_dir=saved_models]
 """
+import dataclasses
 import os
 import pathlib
 import shutil
-from typing import Optional, Sequence
+import sys
+from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 
+from aalp_tf import serving_requests
 from aalp_tf.errors import UsageError
+from aalp_tf.registry import Registry
 
 CONFIG_ASSET = "aalp_config.json"
+WARMUP_ASSET = "tf_serving_warmup_requests"
+INPUT_KEY = "images"
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSignature:
+    """What one signature takes: the dtype of `images` and the map to float32 pixels in [0, 1]."""
+
+    dtype: tf.DType
+    to_unit_pixels: Callable
+    accepts: str
+
+
+SIGNATURES = Registry("signature")
+SIGNATURES.add("serving_default", InputSignature(tf.float32, lambda images: images,
+                                                 "float32 images in [0, 1]"))
+SIGNATURES.add("predict_uint8", InputSignature(
+    tf.uint8, lambda images: tf.cast(images, tf.float32) / 255.0, "uint8 pixels 0-255"))
 
 
 def versions(model_root: pathlib.Path) -> list:
@@ -38,26 +69,38 @@ def serving_outputs(logits):
 
 
 class ServingModule(tf.Module):
-    """What the SavedModel holds: the model's variables and its inference signatures."""
+    """What the SavedModel holds: the model's variables and one tf.function per signature."""
 
     def __init__(self, model, image_shape: Sequence[int]):
         super().__init__()
         self.model = model
-        spec = tf.TensorSpec([None, *image_shape], tf.float32, name="images")
+        shape = [None, *image_shape]
+        self.functions = {name: self._serve(SIGNATURES.get(name), shape)
+                          for name in SIGNATURES.names()}
+        # Keras 3 variables reached only through `self.model` are saved, but the TF1 loader
+        # (TF Serving, saved_model_cli) then fails with "Could not find variable": tracking the
+        # tf.Variables the functions capture wires them to the restore op that loader runs.
+        captured = [v for fn in self.functions.values()
+                    for v in fn.get_concrete_function().variables]
+        self.captured_variables = list({id(v): v for v in captured}.values())
 
+    def _serve(self, signature: InputSignature, shape):
         def serve(images):
-            images = tf.ensure_shape(images, [None, *image_shape])
-            return serving_outputs(self.model(images, training=False))
+            # Unchecked, a [H, W, C] tensor reaches the convolutions: resnet9 answered it with
+            # one row of logits, and a crash inside oneDNN has been reported. Refuse it first.
+            images = tf.ensure_shape(images, shape)
+            return serving_outputs(self.model(signature.to_unit_pixels(images), training=False))
 
-        self.serve = tf.function(serve, input_signature=[spec])
+        spec = tf.TensorSpec(shape, signature.dtype, name=INPUT_KEY)
+        return tf.function(serve, input_signature=[spec])
 
     def signatures(self) -> dict:
-        return {"serving_default": self.serve}
+        return dict(self.functions)
 
 
 def export_model(model, *, image_shape: Sequence[int], export_dir: str, name: str,
-                 version: Optional[int] = None, config_json: Optional[str] = None
-                 ) -> pathlib.Path:
+                 version: Optional[int] = None, config_json: Optional[str] = None,
+                 warmup_batch_sizes: Sequence[int] = (1,)) -> pathlib.Path:
     """Writes the model as `<export_dir>/<name>/<version>/`; returns that path.
 
     Args:
@@ -66,6 +109,7 @@ def export_model(model, *, image_shape: Sequence[int], export_dir: str, name: st
       export_dir, name: where; the version defaults to one past the highest present.
       version: an explicit version; refused if it already exists.
       config_json: the run's config, kept in assets.extra for evaluation and analysis.
+      warmup_batch_sizes: one warm-up request per signature and batch size (empty: none).
     """
     root = pathlib.Path(export_dir) / name
     version = next_version(root) if version is None else int(version)
@@ -73,20 +117,76 @@ def export_model(model, *, image_shape: Sequence[int], export_dir: str, name: st
     if final.exists():
         raise UsageError(f"export {final} already exists; accepted: a new --version "
                          f"(next free: {next_version(root)})")
+    created_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{version}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_abandoned_temporaries(root)
+    tmp = root / f".tmp-{version}-{os.getpid()}"  # not an integer: TF Serving ignores it
     try:
         module = ServingModule(model, image_shape)
         tf.saved_model.save(module, str(tmp), signatures=module.signatures())
+        extra = tmp / "assets.extra"
+        extra.mkdir(exist_ok=True)
         if config_json is not None:
-            extra = tmp / "assets.extra"
-            extra.mkdir(exist_ok=True)
             (extra / CONFIG_ASSET).write_text(config_json)
-        os.rename(tmp, final)
+        if warmup_batch_sizes:
+            write_warmup(extra / WARMUP_ASSET, name=name, image_shape=image_shape,
+                         batch_sizes=warmup_batch_sizes)
+        _rename_into_place(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if created_root and root.is_dir() and not any(root.iterdir()):
+            root.rmdir()  # a failed first export leaves no empty model folder either
     return final
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_abandoned_temporaries(root: pathlib.Path) -> list:
+    """Deletes `.tmp-<version>-<pid>` folders whose writer (on this host) is gone: what an export
+    killed mid-write (kill -9, power loss) leaves. Returns what it removed."""
+    removed = []
+    for path in root.glob(".tmp-*-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _rename_into_place(tmp: pathlib.Path, final: pathlib.Path) -> None:
+    try:
+        os.rename(tmp, final)  # atomic; fails if another export took this version meanwhile
+    except OSError:
+        if not final.exists():
+            raise
+        raise UsageError(f"export {final} appeared while this export was written; accepted: "
+                         f"a new --version (next free: {next_version(final.parent)})") from None
+
+
+def write_warmup(path: pathlib.Path, *, name: str, image_shape: Sequence[int],
+                 batch_sizes: Sequence[int]) -> bool:
+    """Writes TF Serving's warm-up records: zeros for every signature and batch size.
+
+    Without the `[serving]` extra the export goes on without them (one line on stderr says so).
+    Returns whether the file was written.
+    """
+    inputs = {signature: {INPUT_KEY: SIGNATURES.get(signature).dtype.as_numpy_dtype}
+              for signature in SIGNATURES.names()}
+    try:
+        serving_requests.write_warmup(path, model=name, inputs=inputs,
+                                      image_shape=image_shape, batch_sizes=batch_sizes)
+    except serving_requests.MissingServingApi as err:
+        print(f"note: no warm-up requests in the export: {err}", file=sys.stderr)
+        return False
+    return True
 
 
 def load_serving_logits(path: str):
@@ -124,3 +224,20 @@ def load_serving_logits(path: str):
 
     logits_fn.loaded = loaded  # keep the variables alive as long as the function
     return logits_fn, image_shape
+
+
+def _main(argv):
+    """`python -m aalp_tf.export`: a run's checkpoint -> <export_dir>/<name>/<version>/."""
+    from aalp_tf import cli, run_export
+    from aalp_tf.cli_flags import export_config_from_flags
+
+    cli.reject_positional(argv)
+    cfg = export_config_from_flags()
+    path, epoch = run_export.export_run(cfg)
+    print(f"exported epoch {epoch} of {cfg.model_dir}: {path}")
+
+
+if __name__ == "__main__":
+    from aalp_tf import cli
+
+    cli.run(_main)

@@ -15,7 +15,9 @@ def feature_contribution(*, gradients, features):
     Returns:
       [F] float tensor, no gradient.
     """
-    return tf.stop_gradient(tf.reduce_mean(tf.abs(gradients * features), axis=0))
+    # float32 even under mixed precision: the median compares small products.
+    product = tf.cast(gradients, tf.float32) * tf.cast(features, tf.float32)
+    return tf.stop_gradient(tf.reduce_mean(tf.abs(product), axis=0))
 
 
 @keras.saving.register_keras_serializable(package="aalp_tf")

@@ -58,3 +58,18 @@ def cw_margin(*, logits, labels):
     # Push the true class far down so the max runs over the other classes only.
     other_logit = tf.reduce_max(logits - one_hot * 1e9, axis=-1)
     return other_logit - true_logit
+
+
+def dlr_targeted(*, logits, labels, targets):
+    """Targeted DLR loss (Croce & Hein 2020, Eq. 7): -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2).
+
+    pi sorts the logits in decreasing order; > 0 once the target logit passes the true one. The
+    denominator makes the loss invariant to shifting and scaling the logits, so a model cannot
+    hide behind large logits (where cross-entropy saturates). Needs at least 4 classes.
+    """
+    logits = tf.cast(logits, tf.float32)
+    top = tf.math.top_k(logits, k=4).values
+    true_logit = tf.gather(logits, tf.cast(labels, tf.int32), axis=-1, batch_dims=1)
+    target_logit = tf.gather(logits, tf.cast(targets, tf.int32), axis=-1, batch_dims=1)
+    scale = top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12
+    return -(true_logit - target_logit) / scale

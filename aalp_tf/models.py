@@ -1,7 +1,8 @@
 """Backbones: images in [0, 1] -> A_fc, the features just before the logits layer.
 
 The logits layer and Guided Dropout live in `trainer.AdversarialModel`, so every backbone here
-ends at A_fc and the two stay apart. Normalisation happens inside the backbone (first layer), so
+ends at A_fc and the two stay apart. `sync_bn` makes batch norm use the statistics of the whole
+global batch across replicas (keras' `synchronized=True`). Normalisation happens inside the backbone (first layer), so
 attacks and epsilon always see raw pixels.
 """
 import keras
@@ -19,13 +20,13 @@ def _normalize(images, *, mean, std):
 
 
 @BACKBONES.register("lenet")
-def lenet(*, input_shape, mean, std, width=0):
+def lenet(*, input_shape, mean, std, width=0, sync_bn=False):
     """LeNet-style network for MNIST, the width used in MNIST adversarial training (Madry et al.).
 
     conv 5x5 (w) + ReLU -> maxpool 2 -> conv 5x5 (2w) + ReLU -> maxpool 2 -> flatten ->
     dense 1024·(w/32) + ReLU = A_fc. Default w = 32: 32/64 filters and 1024 features, the
     "LeNet" of ALP's and Madry's MNIST experiments; the classic LeNet-5 (6/16 filters) lacks the
-    capacity for eps=0.3 adversarial training.
+    capacity for eps=0.3 adversarial training. No batch norm (`sync_bn` has nothing to do).
     """
     width = width or 32
     images = keras.Input(shape=input_shape, name="images")
@@ -39,15 +40,15 @@ def lenet(*, input_shape, mean, std, width=0):
     return keras.Model(images, features, name="lenet")
 
 
-def _conv_bn_relu(h, filters, *, name, strides=1):
+def _conv_bn_relu(h, filters, *, name, strides=1, sync_bn=False):
     h = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
                             name=f"{name}_conv")(h)
-    h = keras.layers.BatchNormalization(name=f"{name}_bn")(h)
+    h = keras.layers.BatchNormalization(synchronized=sync_bn, name=f"{name}_bn")(h)
     return keras.layers.ReLU(name=f"{name}_relu")(h)
 
 
 @BACKBONES.register("resnet9")
-def resnet9(*, input_shape, mean, std, width=0):
+def resnet9(*, input_shape, mean, std, width=0, sync_bn=False):
     """ResNet-9 for SVHN (the 9-layer residual network of fast CIFAR training, D. Page 2018).
 
     prep: conv-bn-relu (w) -> layer1: conv-bn-relu (2w) + maxpool 2 + residual of two
@@ -58,33 +59,34 @@ def resnet9(*, input_shape, mean, std, width=0):
     width = width or 64
     images = keras.Input(shape=input_shape, name="images")
     h = _normalize(images, mean=mean, std=std)
-    h = _conv_bn_relu(h, width, name="prep")
+    h = _conv_bn_relu(h, width, name="prep", sync_bn=sync_bn)
     for stage, (factor, residual) in enumerate([(2, True), (4, False), (8, True)], start=1):
-        h = _conv_bn_relu(h, factor * width, name=f"layer{stage}")
+        h = _conv_bn_relu(h, factor * width, name=f"layer{stage}", sync_bn=sync_bn)
         h = keras.layers.MaxPooling2D(2, name=f"layer{stage}_pool")(h)
         if residual:
-            r = _conv_bn_relu(h, factor * width, name=f"layer{stage}_res1")
-            r = _conv_bn_relu(r, factor * width, name=f"layer{stage}_res2")
+            r = _conv_bn_relu(h, factor * width, name=f"layer{stage}_res1", sync_bn=sync_bn)
+            r = _conv_bn_relu(r, factor * width, name=f"layer{stage}_res2", sync_bn=sync_bn)
             h = keras.layers.Add(name=f"layer{stage}_add")([h, r])
     features = keras.layers.GlobalMaxPooling2D(name="pool")(h)
     return keras.Model(images, features, name="resnet9")
 
 
-def _basic_block(h, filters, *, strides, name):
+def _basic_block(h, filters, *, strides, name, sync_bn):
     shortcut = h
-    r = _conv_bn_relu(h, filters, strides=strides, name=f"{name}_a")
+    r = _conv_bn_relu(h, filters, strides=strides, name=f"{name}_a", sync_bn=sync_bn)
     r = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_b_conv")(r)
-    r = keras.layers.BatchNormalization(name=f"{name}_b_bn")(r)
+    r = keras.layers.BatchNormalization(synchronized=sync_bn, name=f"{name}_b_bn")(r)
     if strides != 1 or shortcut.shape[-1] != filters:
         shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False,
                                        name=f"{name}_proj_conv")(shortcut)
-        shortcut = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = keras.layers.BatchNormalization(synchronized=sync_bn,
+                                                   name=f"{name}_proj_bn")(shortcut)
     h = keras.layers.Add(name=f"{name}_add")([shortcut, r])
     return keras.layers.ReLU(name=f"{name}_relu")(h)
 
 
 @BACKBONES.register("resnet32")
-def resnet32(*, input_shape, mean, std, width=0, blocks_per_stage=5):
+def resnet32(*, input_shape, mean, std, width=0, sync_bn=False, blocks_per_stage=5):
     """ResNet-32 for CIFAR-10 (He et al. 2016, §4.2): 6n+2 layers with n = 5.
 
     conv 3x3 (w) -> 3 stages of n basic blocks (two 3x3 conv-bn, identity shortcut) with w, 2w,
@@ -95,10 +97,11 @@ def resnet32(*, input_shape, mean, std, width=0, blocks_per_stage=5):
     width = width or 16
     images = keras.Input(shape=input_shape, name="images")
     h = _normalize(images, mean=mean, std=std)
-    h = _conv_bn_relu(h, width, name="stem")
+    h = _conv_bn_relu(h, width, name="stem", sync_bn=sync_bn)
     for stage in range(3):
         for block in range(blocks_per_stage):
             strides = 2 if stage > 0 and block == 0 else 1
-            h = _basic_block(h, width * 2 ** stage, strides=strides, name=f"s{stage}b{block}")
+            h = _basic_block(h, width * 2 ** stage, strides=strides, name=f"s{stage}b{block}",
+                             sync_bn=sync_bn)
     features = keras.layers.GlobalAveragePooling2D(name="pool")(h)
     return keras.Model(images, features, name="resnet32")

@@ -21,12 +21,15 @@ from typing import List, Optional
 import keras
 import tensorflow as tf
 
+from aalp_tf import distribution
 from aalp_tf.config import RunConfig
 from aalp_tf.errors import UsageError
 
 # Fields that may change between a run and its continuation: more epochs, other file locations.
 _MAY_CHANGE = {("train", "epochs"), ("data", "source_dir"), ("data", "data_dir"),
-               ("train", "export_dir"), ("train", "keep_checkpoints")}
+               ("train", "export_dir"), ("train", "keep_checkpoints"),
+               ("train", "analysis_probe"),  # the probe only reads the model
+               ("train", "strategy")}  # a run may resume on another machine
 
 
 def write_atomically(path: pathlib.Path, text: str) -> None:
@@ -118,6 +121,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
         # Entries past the checkpoint belong to an epoch whose checkpoint never landed.
         self.history = [h for h in self.run.read_history() if h["epoch"] <= done]
         return done
+
+    def restore_agreed(self, strategy) -> int:
+        """`restore`, then step back to the epoch every worker has (multi-worker runs)."""
+        done = self.restore()
+        agreed = distribution.agree_on_epoch(strategy, done)
+        if agreed != done:
+            path = f"{self.manager.directory}/ckpt-{agreed}"
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+            self.history = [h for h in self.history if h["epoch"] <= agreed]
+        return agreed
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.assign(epoch + 1)

@@ -3,16 +3,25 @@
 The dataset's flagfile (flags/<dataset>.cfg) supplies the paper's settings; any flag on the
 command line wins. Rerunning the same command resumes the run folder where it stopped.
 """
+import sys
+
+import tensorflow as tf
+
 from aalp_tf import cli
 from aalp_tf.cli_flags import config_from_flags
+from aalp_tf.training import train
 
 
 def main(argv):
     cli.reject_positional(argv)
     cfg = config_from_flags()
-    from aalp_tf.training import train  # after flag parsing: --help stays fast
-
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except tf.errors.UnavailableError as err:  # a peer worker died (multi-worker runs)
+        first = str(err).strip().splitlines()[0][:300]
+        print(f"error: a worker of the cluster is gone ({first}); restart every worker with the "
+              f"same command to resume from the last completed epoch", file=sys.stderr)
+        sys.exit(1)
     last = result.history[-1] if result.history else {}
     shown = {k: round(v, 4) for k, v in last.items() if "accuracy" in k}
     print(f"run folder: {result.run_dir}  last epoch: {shown}")

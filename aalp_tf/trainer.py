@@ -37,13 +37,15 @@ class AdversarialModel(keras.Model):
         self.backbone = backbone
         self.guided_dropout = GuidedDropout(keep_fraction, rescale=gd_rescale,
                                             name="guided_dropout")
-        self.classifier = keras.layers.Dense(num_classes, name="logits")
+        # Logits stay float32 under mixed precision: losses and attacks read them.
+        self.classifier = keras.layers.Dense(num_classes, name="logits", dtype="float32")
         self.method_config = method
         self.method = METHODS.get(method.name)
         self.attack_config = attack
         self.use_guided_dropout = self.method.guided_dropout or method.guided_dropout
         self.seed = int(seed)
         self.val_attack_steps = int(val_attack_steps) or attack.steps
+        self.steps_per_epoch = None  # set by training.train; the epsilon warm-up needs it
         self._train_trackers = {"loss": keras.metrics.Mean(name="loss")}
         if CLEAN in self.method.branches:
             self._train_trackers["clean_accuracy"] = keras.metrics.SparseCategoricalAccuracy(
@@ -76,16 +78,32 @@ class AdversarialModel(keras.Model):
 
     # ---- adversary -------------------------------------------------------------------------
 
-    def _step_seed(self):
-        """Stateless seed for this step's random starts: a function of (seed, step, replica)."""
+    def _start_noise(self, images, seed):
+        """This replica's slice of a random start drawn for the whole global batch.
+
+        Drawing for the global batch and slicing by replica makes N replicas start exactly where
+        one device would on the same global batch (replica r holds the r-th contiguous chunk).
+        """
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync if context else 1
-        replica = tf.cast(context.replica_id_in_sync_group, tf.int64) if context else 0
-        step = tf.cast(self.optimizer.iterations, tf.int64)
-        return tf.stack([tf.constant(self.seed, tf.int64), step * replicas + replica])
+        replica = context.replica_id_in_sync_group if context else 0
+        local = tf.shape(images)[0]
+        shape = tf.concat([[local * replicas], tf.shape(images)[1:]], axis=0)
+        eps = self.attack_config.epsilon
+        noise = tf.random.stateless_uniform(shape, seed=seed, minval=-eps, maxval=eps)
+        return noise[replica * local:(replica + 1) * local]
 
-    def adversarial_examples(self, images, labels, *, objective="ce", steps=None, seed=(0, 0)):
-        """PGD from a random start with the model in inference mode; no gradient flows back."""
+    def _step_seed(self):
+        """Stateless seed of this step's random starts: a function of (seed, step) only."""
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        return tf.stack([tf.constant(self.seed, tf.int64), step])
+
+    def adversarial_examples(self, images, labels, *, objective="ce", steps=None, seed=(0, 0),
+                             scale=1.0):
+        """PGD from a random start with the model in inference mode; no gradient flows back.
+
+        `scale` multiplies epsilon and the step size (the warm-up ramp; 1 outside it).
+        """
         if objective == "kl":
             clean_logits = tf.stop_gradient(self(images, training=False))
             target = lambda logits: losses.kl_divergence(clean_logits=clean_logits,
@@ -93,9 +111,10 @@ class AdversarialModel(keras.Model):
         else:
             target = attacks.cross_entropy_objective(labels)
         cfg = self.attack_config
-        adv = attacks.pgd(self.inference_logits, images, labels, epsilon=cfg.epsilon,
-                          step_size=cfg.step_size, steps=steps or cfg.steps, objective=target,
-                          random_start=cfg.random_start, seed=seed)
+        noise = self._start_noise(images, seed) * scale if cfg.random_start else None
+        adv = attacks.pgd(self.inference_logits, images, labels, epsilon=cfg.epsilon * scale,
+                          step_size=cfg.step_size * scale, steps=steps or cfg.steps,
+                          objective=target, random_start=cfg.random_start, noise=noise)
         return tf.stop_gradient(adv)
 
     # ---- training --------------------------------------------------------------------------
@@ -119,6 +138,15 @@ class AdversarialModel(keras.Model):
             scores = context.all_reduce(tf.distribute.ReduceOp.MEAN, scores)
         return scores
 
+    def warmup_scale(self):
+        """Share of epsilon the training adversary uses at this step: a linear ramp from 0 over
+        `attack.warmup_epochs` epochs (not in the paper; off by default), then 1."""
+        warmup_steps = self.attack_config.warmup_epochs * (self.steps_per_epoch or 0)
+        if warmup_steps <= 0:
+            return 1.0
+        step = tf.cast(self.optimizer.iterations + 1, tf.float32)
+        return tf.minimum(1.0, step / float(warmup_steps))
+
     def branch_inputs(self, images, labels):
         inputs = {}
         for branch in self.method.branches:
@@ -127,7 +155,8 @@ class AdversarialModel(keras.Model):
             else:
                 inputs[ADV] = self.adversarial_examples(images, labels,
                                                         objective=self.method.adversary,
-                                                        seed=self._step_seed())
+                                                        seed=self._step_seed(),
+                                                        scale=self.warmup_scale())
         return inputs
 
     def branch_loss(self, features, labels, contribution=None):
@@ -153,6 +182,7 @@ class AdversarialModel(keras.Model):
             loss = tf.nn.compute_average_loss(per_example)
             if self.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+            loss = self.optimizer.scale_loss(loss)  # mixed precision: LossScaleOptimizer
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         self._train_trackers["loss"].update_state(per_example)
@@ -162,7 +192,7 @@ class AdversarialModel(keras.Model):
             self._train_trackers["adv_accuracy"].update_state(labels, logits[ADV])
         for name in self.method.logs:
             self._train_trackers[name].update_state(logs[name])
-        return {name: tracker.result() for name, tracker in self._train_trackers.items()}
+        return self._results(self._train_trackers)
 
     def test_step(self, data):
         """Validation: clean accuracy, and robust accuracy under the training PGD (CE, true labels)."""
@@ -175,7 +205,32 @@ class AdversarialModel(keras.Model):
             losses.cross_entropy(logits=clean_logits, labels=labels))
         self._val_trackers["clean_accuracy"].update_state(labels, clean_logits)
         self._val_trackers["robust_accuracy"].update_state(labels, adv_logits)
-        return {name: tracker.result() for name, tracker in self._val_trackers.items()}
+        return self._results(self._val_trackers)
+
+    # ---- keras-team/keras#20585: model.fit under MultiWorkerMirroredStrategy ----------------
+    # With Keras 3.15, fit() under MultiWorkerMirroredStrategy fails twice out of the box:
+    # `_maybe_symbolic_build` reduces the first PerReplica batch and cannot, then
+    # `reduce_per_replica` reduces every scalar log with axis=0. Our model is built (layers and
+    # optimizer) before fit, so there is nothing to build symbolically; and logs are returned
+    # with shape [1] under that strategy, which the axis-0 reduction turns back into scalars
+    # (every replica holds the same synchronised metric values, so the mean is exact).
+    # tests/test_distributed.py fails when either half stops being needed or stops working.
+    WORK_AROUND_KERAS_20585 = True
+
+    def _multi_worker(self):
+        return self.WORK_AROUND_KERAS_20585 and isinstance(
+            self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._multi_worker() and self.built and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def _results(self, trackers):
+        results = {name: tracker.result() for name, tracker in trackers.items()}
+        if self._multi_worker():
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
 
 def build_model(cfg: RunConfig, spec) -> AdversarialModel:
@@ -186,7 +241,8 @@ def build_model(cfg: RunConfig, spec) -> AdversarialModel:
       spec: the dataset's DatasetSpec (image shape, classes, normalisation).
     """
     backbone = BACKBONES.get(cfg.model.name)(input_shape=spec.image_shape, mean=spec.mean,
-                                             std=spec.std, width=cfg.model.width)
+                                             std=spec.std, width=cfg.model.width,
+                                             sync_bn=cfg.model.sync_batchnorm)
     model = AdversarialModel(backbone=backbone, num_classes=spec.num_classes, method=cfg.method,
                              attack=cfg.attack, keep_fraction=cfg.model.keep_fraction,
                              gd_rescale=cfg.model.gd_rescale, seed=cfg.train.seed,

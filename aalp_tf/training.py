@@ -1,7 +1,7 @@
 """A training run from a config: data -> model -> resume -> fit -> export.
 
 This is the one training path: the `train` command, the tests and the tuner all go through
-`train` (or through `build_model` + `fit_callbacks` when KerasTuner owns the loop).
+`train` (the tuner hands it the model its HyperModel built with `seeded_model`).
 """
 import dataclasses
 import json
@@ -11,7 +11,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from aalp_tf import export
+from aalp_tf import analysis_callback, distribution, export
 from aalp_tf.config import RunConfig
 from aalp_tf.data_sources import ArraySplits
 from aalp_tf.datasets import DATASETS, make_data
@@ -38,8 +38,24 @@ def export_name(cfg: RunConfig) -> str:
     return cfg.train.export_name or f"{cfg.data.dataset}_{cfg.method.name}"
 
 
+def seeded_model(cfg: RunConfig, spec) -> keras.Model:
+    """The run's model, built right after seeding: what `train` trains and the tuner builds.
+
+    Built in the scope of the run's distribution strategy, with its precision policy.
+    """
+    strategy = distribution.strategy_for(cfg.train.strategy)
+    distribution.check_batch(cfg.data.batch_size, strategy)
+    note = distribution.set_precision(cfg.train.mixed_precision)
+    if note:
+        print(note)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    with strategy.scope():
+        return build_model(cfg, spec)
+
+
 def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
-          verbose="auto", export_model: bool = True) -> TrainResult:
+          verbose="auto", export_model: bool = True,
+          model: Optional[keras.Model] = None) -> TrainResult:
     """Trains (or resumes) the run that `cfg` describes, then exports it once.
 
     Args:
@@ -48,28 +64,37 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
       callbacks: extra Keras callbacks.
       verbose: Keras' progress display ("auto": a progress bar on a terminal).
       export_model: write the SavedModel when the last epoch is done.
+      model: the model `seeded_model(cfg, spec)` returned (KerasTuner builds it before it
+        trains it); None builds it here.
     """
     run = RunFolder(cfg.train.model_dir)
     run.check_continues(cfg)
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
     spec = DATASETS.get(cfg.data.dataset)
-    model = build_model(cfg, spec)
+    if model is None:
+        model = seeded_model(cfg, spec)
+    strategy = model.distribute_strategy
+    chief = distribution.is_chief(strategy)
+    if not chief:  # every worker keeps its own checkpoints; only the chief writes the rest
+        run = RunFolder(str(distribution.worker_dir(strategy, cfg.train.model_dir)))
     checkpoint = EpochCheckpoint(run, model, keep=cfg.train.keep_checkpoints)
-    first_epoch = checkpoint.restore()
+    first_epoch = checkpoint.restore_agreed(strategy)
     data = make_data(cfg.data, seed=cfg.train.seed, first_epoch=first_epoch,
                      epochs=cfg.train.epochs, arrays=arrays)
     run.write_config(cfg)
+    model.steps_per_epoch = data.steps_per_epoch
     if first_epoch < cfg.train.epochs:
         if first_epoch:
             print(f"resuming {run.root} after epoch {first_epoch} of {cfg.train.epochs}")
         model.fit(data.train, epochs=cfg.train.epochs, initial_epoch=first_epoch,
                   steps_per_epoch=data.steps_per_epoch, validation_data=data.val,
-                  callbacks=[checkpoint, keras.callbacks.TensorBoard(str(run.logs)),
-                             *callbacks],
+                  # The analysis probe goes before the checkpoint: a kill between them
+                  # repeats the epoch and rewrites its record.
+                  callbacks=[*analysis_callback.for_run(cfg, data, run.root), checkpoint,
+                             keras.callbacks.TensorBoard(str(run.logs)), *callbacks],
                   shuffle=False,  # the pipeline already orders each epoch by (seed, epoch)
                   verbose=verbose)
     export_path = None
-    if export_model:
+    if export_model and chief:
         export_path = _export_once(run, model, cfg, spec)
     return TrainResult(model=model, history=checkpoint.history, run_dir=run.root,
                        export_path=export_path)

@@ -60,7 +60,7 @@ def test_train_then_evaluate_end_to_end(tmp_path, mnist_dir):
     assert "exported SavedModel: saved_models/mnist_aalp/1" in trained.stdout
     config = json.loads((tmp_path / "runs/mnist_aalp/config.json").read_text())
     assert config["attack"] == {"epsilon": 0.3, "step_size": 0.01, "steps": 2,
-                                "random_start": True}  # flagfile, then the command line
+                                "random_start": True, "warmup_epochs": 0.0}  # flagfile, then CLI
     assert config["model"]["name"] == "lenet"
 
     evaluated = command("evaluate", "--model=saved_models/mnist_aalp/1", "--dataset=mnist",
@@ -73,6 +73,8 @@ def test_train_then_evaluate_end_to_end(tmp_path, mnist_dir):
     assert set(record["accuracy"]) == {"clean", "fgsm", "pgd3", "cw3"}
     assert all(0.0 <= v <= 1.0 for v in record["accuracy"].values())
     assert record["accuracy"]["pgd3"] <= record["accuracy"]["clean"]
+    assert "sanity checks on the first 64 test images:" in evaluated.stdout  # --checks is on
+    assert record["checks"]["examples"] == 64 and len(record["checks"]["results"]) == 6
 
     bad = command("evaluate", "--model=saved_models/mnist_aalp", "--dataset=mnist",
                   f"--source_dir={mnist_dir}", cwd=tmp_path)
@@ -80,8 +82,10 @@ def test_train_then_evaluate_end_to_end(tmp_path, mnist_dir):
                                "folder (it holds versions [1]: pass saved_models/mnist_aalp/1)")
     bad = command("evaluate", "--model=saved_models/mnist_aalp/1", "--dataset=mnist",
                   "--attacks=clean,pgd", cwd=tmp_path)
-    assert_one_line_error(bad, "error: unknown attack: received 'pgd'; accepted: clean, cw<k>, "
-                               "fgsm, pgd<k> (k = steps, e.g. pgd40)")
+    assert_one_line_error(bad, "error: unknown attack: received 'pgd'; accepted: apgd-ce[<k>], "
+                               "apgd-t[<k>], autoattack[<k>], clean, cw<k>, fgsm, pgd<k>, "
+                               "square[<k>] (k = steps, e.g. pgd40; Square's queries for square "
+                               "and autoattack)")
 
 
 def test_kill_9_mid_run_then_the_same_command_finishes_at_the_right_epoch(tmp_path, mnist_dir):

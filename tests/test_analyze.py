@@ -1,0 +1,125 @@
+"""The training probe's records, and `analyze` over run folders and SavedModels end to end."""
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from aalp_tf import analysis, analysis_callback, model_sources, probes
+from aalp_tf.analyses import run_all
+from aalp_tf.config import AnalysisConfig, AttackConfig, DataConfig, RunConfig
+from aalp_tf.datasets import DATASETS
+from aalp_tf.errors import UsageError
+from aalp_tf.runs import RunFolder
+from aalp_tf.training import train
+from conftest import write_mnist_files
+from test_cli import assert_one_line_error, command
+from test_figures import assert_sensible_png
+from tiny import tiny_arrays, tiny_config
+
+ARRAYS = tiny_arrays(160, 32)  # 128 train + 32 validation; 32 test
+PROBE = 16
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-epoch natural run with --analysis_probe=16, and its SavedModel."""
+    root = tmp_path_factory.mktemp("analyze")
+    cfg = tiny_config(root / "run", "natural", epochs=2, train_args={"analysis_probe": PROBE})
+    return cfg, train(cfg, arrays=ARRAYS, verbose=0)
+
+
+def test_the_probe_writes_one_record_per_epoch_of_what_the_model_computes(trained):
+    cfg, result = trained
+    records = analysis_callback.read_records(result.run_dir)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert sorted(p.name for p in (result.run_dir / "analysis").iterdir()) == [
+        "epoch_0001.json", "epoch_0002.json"]
+    last = records[-1]
+    assert (last["source"], last["examples"]) == ("validation", PROBE)
+    assert len(last["contribution"]) == 128  # width-4 LeNet: 32·4 features
+    # The probe is the first 16 validation examples (the tail of the training split), attacked
+    # with the validation PGD seeded by seed + 2: recomputing it on the final model agrees.
+    x = ARRAYS.x_train[128:128 + PROBE] / 255.0
+    y = ARRAYS.y_train[128:128 + PROBE]
+    adv = probes.adversarial_examples(result.model.inference_logits, x, y, attack=cfg.attack,
+                                      seed=cfg.train.seed + 2)
+    again = probes.measures(result.model.inference_logits, x, adv, y)
+    for name in ("p_clean", "p_adv", "alp", "clean_correct", "adv_correct"):
+        np.testing.assert_allclose(last["measures"][name], again[name], atol=1e-5)
+    c = analysis.contribution(feature_gradients=probes.feature_gradients(result.model, adv, y))
+    np.testing.assert_allclose(last["contribution"], c, rtol=1e-4, atol=1e-8)
+
+
+def test_a_run_with_the_probe_trains_exactly_as_one_without(trained, tmp_path):
+    _, with_probe = trained
+    plain = train(tiny_config(tmp_path / "plain", "natural", epochs=2), arrays=ARRAYS,
+                  verbose=0, export_model=False)
+    assert plain.history == with_probe.history
+    assert not (tmp_path / "plain" / "analysis").exists()
+
+
+def test_configs_written_before_the_probe_existed_still_load_and_resume(trained, tmp_path):
+    cfg, _ = trained
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, model_dir=str(tmp_path)))
+    old = json.loads(cfg.to_json())
+    del old["train"]["analysis_probe"]
+    assert RunConfig.from_dict(old).train.analysis_probe == 0
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    RunFolder(str(tmp_path)).check_continues(cfg)  # does not raise
+
+
+def test_analyze_writes_every_figure_and_table(trained, tmp_path, capsys):
+    cfg, result = trained
+    mnist = tmp_path / "mnist"
+    write_mnist_files(mnist, splits=ARRAYS)
+    bare = tmp_path / "bare_run"  # the same run without analysis/: from its checkpoints
+    shutil.copytree(result.run_dir, bare, ignore=shutil.ignore_patterns("analysis"))
+    out = tmp_path / "out"
+    written = run_all(AnalysisConfig(
+        models=(("probed", str(result.run_dir)), ("bare", str(bare)),
+                ("export", str(result.export_path))),
+        out=str(out), data=DataConfig(dataset="mnist", source_dir=str(mnist), batch_size=32),
+        attack=AttackConfig(epsilon=0.3, step_size=0.1, steps=2), cam_images=3))
+    printed = capsys.readouterr().out
+    figures = ["contributions.png", "gradcam.png", "scatter.png", "training_contributions.png",
+               "training_curves.png", "training_set_alp.png"]
+    data = ["contributions.json", "gradcam.json", "sets.json", "sets.md", "training.json"]
+    assert sorted(p.name for p in written) == sorted(figures + data)
+    for name in figures + data:
+        assert f"wrote {out / name}" in printed
+    for name in figures:
+        assert_sensible_png(out / name, min_size=(400, 300))
+    assert (f"skipped training for export: {result.export_path} is a SavedModel; training "
+            "curves live in a run folder (history.json, checkpoints/): pass that instead"
+            ) in printed
+    assert ("training analyses of bare: no analysis/ records (train with --analysis_probe=N); "
+            "computed from the 2 kept checkpoints on 32 test images") in printed
+
+    training = json.loads((out / "training.json").read_text())
+    expected = analysis.set_means_over_time(records=analysis_callback.read_records(
+        result.run_dir))
+    assert training["set_alp"]["probed"]["fixed"] == expected
+    assert training["set_alp"]["bare"]["fixed"]["epoch"] == [1, 2]
+    assert training["histories"]["probed"] == result.history
+
+    sets = json.loads((out / "sets.json").read_text())["sets"]
+    # The SavedModel rebuilt from its config is the run's model: identical statistics.
+    assert sets["export"] == sets["probed"]
+    share = sets["probed"]["consistent"]["share"]
+    assert f"| probed | {100 * share:.2f}% |" in (out / "sets.md").read_text()
+
+
+def test_a_path_that_is_no_model_is_one_clear_error(tmp_path):
+    with pytest.raises(UsageError) as err:
+        model_sources.load("x", str(tmp_path), DATASETS.get("mnist"), check_images=None)
+    assert str(err.value) == (f"--models x:{tmp_path} is neither a run folder (config.json, "
+                              "checkpoints/) nor a SavedModel (saved_model.pb)")
+
+
+def test_the_command_rejects_an_unknown_analysis_in_one_line(tmp_path):
+    result = command("analyze", "--dataset=mnist", "--models=a:nowhere", "--what=sets,cams",
+                     cwd=tmp_path, timeout=120)
+    assert_one_line_error(result, "error: unknown analysis: received 'cams'; accepted: "
+                                  "contributions, gradcam, scatter, sets, training")

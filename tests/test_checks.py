@@ -1,0 +1,107 @@
+"""Each sanity check fires on a model built to fail it and stays quiet on a sound one."""
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from aalp_tf import checks, evaluate
+
+EPS = 0.1
+W = tf.constant(np.random.default_rng(0).normal(size=(64, 5)), tf.float32)
+
+
+def linear(x):
+    """A sound model: a fixed random linear classifier on 8x8x1 images (5 classes)."""
+    return tf.matmul(tf.reshape(x, [-1, 64]), W)
+
+
+def with_gradient(scale_fn):
+    """linear() whose input gradient is multiplied by scale_fn(x) ([N] per example)."""
+
+    @tf.autograph.experimental.do_not_convert  # autograph would rewrite the custom gradient
+    @tf.custom_gradient
+    def rescaled(x):
+        return tf.identity(x), lambda dy: dy * tf.reshape(scale_fn(x), [-1, 1, 1, 1])
+
+    return lambda x: linear(rescaled(x))
+
+
+def on_pixel_grid(x):
+    """Per example: are all pixels multiples of 1/255, as clean images are?"""
+    return tf.reduce_all(tf.abs(x * 255.0 - tf.round(x * 255.0)) < 1e-3, axis=[1, 2, 3])
+
+
+def stateful(labels, after_calls=12):
+    """A model that 'learns the answers' after a number of calls: later attacks see it right."""
+    calls = tf.Variable(0)
+    memory = 100.0 * tf.one_hot(labels, 5)
+
+    def logits(x):
+        calls.assign_add(1)
+        return linear(x) + tf.where(calls > after_calls, 1.0, 0.0) * memory
+
+    return logits
+
+
+BROKEN = {  # check -> a model built to fail it
+    checks.logits_not_probabilities: lambda y: lambda x: tf.nn.softmax(linear(x)),
+    checks.deterministic: lambda y: lambda x: linear(x) + tf.random.normal([tf.shape(x)[0], 5],
+                                                                            stddev=10.0),
+    checks.nonzero_gradients: lambda y: with_gradient(lambda x: tf.zeros(tf.shape(x)[:1])),
+    # the gradient points the wrong way: PGD walks towards the true class
+    checks.accuracy_falls_with_epsilon: lambda y: with_gradient(
+        lambda x: -tf.ones(tf.shape(x)[:1])),
+    # the gradient is right only on the clean images' pixel grid: FGSM works, PGD's random
+    # start and steps leave the grid and are misled
+    checks.attack_strength_order: lambda y: with_gradient(
+        lambda x: tf.where(on_pixel_grid(x), 1.0, -1.0)),
+    checks.more_effort_never_helps: stateful,
+}
+
+
+@pytest.fixture
+def slice_():
+    x = np.random.default_rng(1).integers(0, 256, (16, 8, 8, 1)) / 255.0
+    x = tf.constant(x, tf.float32)
+    return x, tf.argmax(linear(x), axis=-1)  # the sound model gets every clean image right
+
+
+@pytest.mark.parametrize("check", list(BROKEN), ids=lambda c: c.__name__)
+def test_check_fires_on_a_model_built_to_fail_it_and_not_on_a_sound_one(check, slice_):
+    x, y = slice_
+    broken = check(checks.Probe(BROKEN[check](y), x, y, epsilon=EPS))
+    sound = check(checks.Probe(linear, x, y, epsilon=EPS))
+    assert (broken.name, broken.passed) == (check.__name__, False), broken.detail
+    assert sound.passed, sound.detail
+
+
+def test_every_check_is_quiet_on_a_trained_model(trained_tiny_model):
+    model, x, y = trained_tiny_model
+    results = checks.run_checks(model.inference_logits, x[:32], y[:32], epsilon=0.3)
+    assert [r.name for r in results] == [c.__name__ for c in checks.CHECKS]
+    assert [r.name for r in results if not r.passed] == [], checks.report_lines(results)
+
+
+def test_evaluate_prints_a_failed_check_as_a_warning_and_records_it(capsys, monkeypatch, slice_):
+    monkeypatch.setattr(checks, "CHECKS", (checks.logits_not_probabilities, checks.deterministic))
+    x, y = slice_
+    cfg = types.SimpleNamespace(check_examples=10, seed=0,
+                                attack=types.SimpleNamespace(epsilon=EPS))
+    batches = [(x[:6], y[:6]), (x[6:], y[6:])]
+    record = evaluate.sanity_checks(cfg, BROKEN[checks.logits_not_probabilities](y), batches)
+    out = capsys.readouterr().out
+    assert "sanity checks on the first 10 test images:" in out
+    assert "  WARNING logits_not_probabilities: every output row is in [0, 1] and sums to 1" in out
+    assert record["examples"] == 10
+    assert "logits_not_probabilities" in record["failed"]
+    assert record["results"]["deterministic"] == {
+        "passed": True, "detail": "two identical calls differ by 0"}
+
+
+def test_a_model_that_ignores_its_input_is_reported_not_a_crash(slice_):
+    x, y = slice_
+    constant = lambda images: tf.zeros([tf.shape(images)[0], 5]) + tf.range(5.0)
+    result = checks.nonzero_gradients(checks.Probe(constant, x, y, epsilon=EPS))
+    assert not result.passed
+    assert result.detail.startswith("16 of 16 examples have an all-zero input gradient")

@@ -1,0 +1,289 @@
+"""SavedModel export as TF Serving loads it: TF1 loader, tf.saved_model.load and saved_model_cli,
+bad inputs, the absent training path, warm-up records, versions and interrupted exports."""
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from aalp_tf import export, serving_requests
+from aalp_tf.config import ExportConfig
+from aalp_tf.errors import UsageError
+from aalp_tf.run_export import export_run
+from aalp_tf.training import train
+from background import REPO, Subprocesses
+from tiny import tiny_arrays, tiny_config
+
+ARRAYS = tiny_arrays(160, 32)
+X_UINT8 = ARRAYS.x_test[:8]
+X = (X_UINT8 / 255.0).astype(np.float32)
+INPUTS = {"serving_default": X, "predict_uint8": X_UINT8}
+
+
+class LogitsAfterEachEpoch(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.logits = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.logits[epoch + 1] = self.model(X, training=False).numpy()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """An aalp run of 2 epochs (Guided Dropout in training) with its final export, its config,
+    and the model's logits on X after each epoch."""
+    cfg = tiny_config(tmp_path_factory.mktemp("export") / "run", "aalp", epochs=2)
+    logits = LogitsAfterEachEpoch()
+    result = train(cfg, arrays=ARRAYS, verbose=0, callbacks=[logits])
+    return result, cfg, logits.logits
+
+
+@pytest.fixture(scope="module")
+def commands(trained, tmp_path_factory):
+    """saved_model_cli on each signature, the bad-input probe and the export command, started
+    at once on the trained run."""
+    result, cfg, _ = trained
+    folder = tmp_path_factory.mktemp("commands")
+    started = Subprocesses()
+    for signature, images in INPUTS.items():
+        np.save(folder / f"{signature}.npy", images)
+        started.start(signature, [
+            "-m", "tensorflow.python.tools.saved_model_cli", "run", "--dir",
+            str(result.export_path), "--tag_set", "serve", "--signature_def", signature,
+            "--inputs", f"images={folder / signature}.npy", "--outdir", str(folder / signature)])
+    started.start("bad_inputs", [str(REPO / "tests" / "serving_bad_inputs.py"),
+                                 str(result.export_path)])
+    started.start("export", ["-m", "aalp_tf.export", f"--model_dir={cfg.train.model_dir}",
+                             "--name=served", "--version=7", f"--export_dir={folder}",
+                             "--warmup_batch_sizes=1,4"])
+    yield started, folder
+    started.close()
+
+
+def tf1_outputs(path, signature, images):
+    """TF Serving's way: the TF1 loader, then the SignatureDef's tensors by name."""
+    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(path))
+        sig = meta.signature_def[signature]
+        fetches = {key: info.name for key, info in sig.outputs.items()}
+        return sess.run(fetches, {sig.inputs["images"].name: images})
+
+
+def tf2_outputs(path, signature, images):
+    outputs = tf.saved_model.load(str(path)).signatures[signature](images=tf.constant(images))
+    return {key: value.numpy() for key, value in outputs.items()}
+
+
+@pytest.mark.usefixtures("commands")  # start them first: they run beside the tests below
+def test_each_signature_equals_the_keras_model_through_both_loaders(trained):
+    result, _, _ = trained
+    logits = result.model(X, training=False).numpy()
+    for signature, images in INPUTS.items():
+        for outputs in (tf2_outputs(result.export_path, signature, images),
+                        tf1_outputs(result.export_path, signature, images)):
+            assert set(outputs) == {"logits", "probabilities", "classes"}
+            np.testing.assert_allclose(outputs["logits"], logits, atol=1e-5)
+            np.testing.assert_allclose(outputs["probabilities"], tf.nn.softmax(logits),
+                                       atol=1e-6)
+            np.testing.assert_array_equal(outputs["classes"], logits.argmax(-1))
+
+
+def test_the_tf1_python_session_refuses_a_wrong_rank_before_running(trained):
+    result, _, _ = trained
+    with pytest.raises(ValueError, match=r"Cannot feed value of shape \(28, 28, 1\)"):
+        tf1_outputs(result.export_path, "serving_default", X[0])
+
+
+def graph_names_and_ops(graph_def):
+    names = [node.name for node in graph_def.node]
+    ops = {node.op for node in graph_def.node}
+    for function in graph_def.library.function:
+        names.append(function.signature.name)
+        names += [node.name for node in function.node_def]
+        ops |= {node.op for node in function.node_def}
+    return names, ops
+
+
+# Guided Dropout's mask (top-k of the contributions), PGD's random start, any gradient.
+TRAINING_OPS = {"TopKV2", "StatelessRandomUniformV2", "RandomUniform", "BroadcastGradientArgs"}
+
+
+def training_traces(graph_def):
+    names, ops = graph_names_and_ops(graph_def)
+    return sorted({n for n in names if "guided_dropout" in n.lower()} | (ops & TRAINING_OPS)
+                  | {op for op in ops if op.endswith("Grad")})
+
+
+def test_guided_dropout_and_training_paths_are_absent_from_the_export(trained):
+    result, _, _ = trained
+    saved = saved_model_pb2.SavedModel.FromString(
+        (result.export_path / "saved_model.pb").read_bytes())
+    assert training_traces(saved.meta_graphs[0].graph_def) == []
+    # The check sees them when they are there: the training-mode Guided Dropout of this model.
+    model = result.model
+    features = tf.ones([2, model.classifier.kernel.shape[0]])
+    traced = tf.function(lambda f: model.logits_from_features(
+        f, training=True, contribution=tf.range(f.shape[1], dtype=tf.float32)))
+    assert "TopKV2" in training_traces(traced.get_concrete_function(features).graph.as_graph_def())
+
+
+def test_warmup_records_are_prediction_logs_that_match_the_signatures(trained):
+    result, _, _ = trained
+    path = result.export_path / "assets.extra" / export.WARMUP_ASSET
+    records = serving_requests.read_warmup(path)
+    meta = saved_model_pb2.SavedModel.FromString(
+        (result.export_path / "saved_model.pb").read_bytes()).meta_graphs[0]
+    assert sorted(r.predict_log.request.model_spec.signature_name for r in records) == [
+        "predict_uint8", "serving_default"]
+    loaded = tf.saved_model.load(str(result.export_path))
+    for record in records:
+        request = record.predict_log.request
+        assert request.model_spec.name == "mnist_aalp"
+        sig = meta.signature_def[request.model_spec.signature_name]
+        assert set(request.inputs) == set(sig.inputs) == {"images"}
+        assert request.inputs["images"].dtype == sig.inputs["images"].dtype
+        assert [d.size for d in request.inputs["images"].tensor_shape.dim] == [1, 28, 28, 1]
+        # Replaying it, as TF Serving does while loading, answers.
+        images = tf.make_ndarray(request.inputs["images"])
+        outputs = loaded.signatures[request.model_spec.signature_name](images=images)
+        assert outputs["logits"].shape == (1, 10)
+
+
+def test_a_second_export_of_the_run_gets_the_next_version_and_any_checkpoint(trained,
+                                                                              tmp_path):
+    result, cfg, after_epoch = trained
+    run = cfg.train.model_dir
+    # Into the run's own export folder, where training's final export is version 1.
+    latest, epoch = export_run(ExportConfig(model_dir=run))
+    assert (latest, epoch) == (result.export_path.parent / "2", 2)
+    first, epoch = export_run(ExportConfig(model_dir=run, checkpoint=1, export_dir=str(tmp_path)))
+    assert (first, epoch) == (tmp_path / "mnist_aalp" / "1", 1)
+    np.testing.assert_allclose(tf2_outputs(first, "serving_default", X)["logits"],
+                               after_epoch[1], atol=1e-5)
+    np.testing.assert_allclose(tf2_outputs(latest, "serving_default", X)["logits"],
+                               after_epoch[2], atol=1e-5)
+    assert json.loads((latest / "assets.extra" / export.CONFIG_ASSET).read_text()) == json.loads(
+        cfg.to_json())
+
+    with pytest.raises(UsageError) as err:
+        export_run(ExportConfig(model_dir=run, version=2))
+    assert str(err.value) == (f"export {latest} already exists; accepted: a new --version "
+                              "(next free: 3)")
+    with pytest.raises(UsageError) as err:
+        export_run(ExportConfig(model_dir=run, checkpoint=5))
+    assert str(err.value) == (f"--checkpoint=5: {run}/checkpoints keeps no checkpoint of that "
+                              "epoch; accepted: one of [1, 2] (0: the latest)")
+    with pytest.raises(UsageError) as err:
+        export_run(ExportConfig(model_dir=str(tmp_path / "nothing")))
+    assert str(err.value) == (f"--model_dir {tmp_path}/nothing holds no run (no config.json); "
+                              "accepted: a run folder written by python -m aalp_tf.train")
+
+
+def test_an_interrupted_export_leaves_nothing_behind(trained, tmp_path, monkeypatch):
+    result, _, _ = trained
+    save = tf.saved_model.save
+
+    def save_then_fail(*args, **kwargs):
+        save(*args, **kwargs)  # the temporary folder is full when the failure comes
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", save_then_fail)
+    existing = tmp_path / "kept"
+    (existing / "1").mkdir(parents=True)
+    for name in ("fresh", "kept"):
+        with pytest.raises(OSError, match="disk full"):
+            export.export_model(result.model, image_shape=(28, 28, 1), export_dir=str(tmp_path),
+                                name=name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # no empty "fresh" either
+    assert sorted(p.name for p in existing.iterdir()) == ["1"]  # no version 2, no .tmp-*
+
+
+def test_a_killed_exports_leftover_is_removed_by_the_next_export(tmp_path):
+    """kill -9 mid-write leaves .tmp-<version>-<pid>; the next export removes it when that
+    process is gone, and leaves a live writer's folder alone."""
+    root = tmp_path / "m"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=30)
+    (root / f".tmp-1-{dead.pid}" / "variables").mkdir(parents=True)
+    (root / f".tmp-1-{os.getpid()}").mkdir()
+    assert export.remove_abandoned_temporaries(root) == [root / f".tmp-1-{dead.pid}"]
+    assert sorted(p.name for p in root.iterdir()) == [f".tmp-1-{os.getpid()}"]
+
+
+def test_without_the_serving_extra_the_export_skips_warmup(trained, tmp_path, monkeypatch,
+                                                           capsys):
+    result, _, _ = trained
+    monkeypatch.setitem(sys.modules, "tensorflow_serving.apis.prediction_log_pb2", None)
+    path = export.export_model(result.model, image_shape=(28, 28, 1), export_dir=str(tmp_path),
+                               name="m")
+    assert not (path / "assets.extra" / export.WARMUP_ASSET).exists()
+    assert capsys.readouterr().err == (
+        "note: no warm-up requests in the export: the serving extra is not installed (no module "
+        "tensorflow_serving.apis.prediction_log_pb2); install it with "
+        "pip install -e \".[serving]\"\n")
+
+
+def test_no_module_imports_tensorflow_serving_when_imported():
+    """The [serving] extra is optional: aalp_tf imports it only inside functions."""
+    top_level = []
+    for path in sorted((REPO / "aalp_tf").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:  # module level only
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            top_level += [f"{path.name}: {n}" for n in names
+                          if n.split(".")[0] in ("tensorflow_serving", "grpc")]
+    assert top_level == []
+
+
+# ---- the commands started at the top, collected last ---------------------------------
+
+
+def test_saved_model_cli_gives_the_same_outputs(trained, commands):
+    result, _, _ = trained
+    started, folder = commands
+    for signature, images in INPUTS.items():
+        code, _, err = started.result(signature)
+        assert code == 0, err
+        expected = tf2_outputs(result.export_path, signature, images)
+        assert sorted(p.name for p in (folder / signature).iterdir()) == [
+            "classes.npy", "logits.npy", "probabilities.npy"]
+        for key, value in expected.items():
+            np.testing.assert_allclose(np.load(folder / signature / f"{key}.npy"), value,
+                                       atol=1e-6)
+
+
+def test_wrong_rank_shape_and_dtype_are_clean_errors_and_the_process_survives(commands):
+    code, out, err = commands[0].result("bad_inputs")
+    assert code == 0, f"exit {code} ({signal.Signals(-code).name if code < 0 else ''}): {err}"
+    outcomes = json.loads(out.strip().splitlines()[-1])
+    assert len(outcomes) == 12
+    for key, (kind, message) in outcomes.items():
+        loader, signature, case = key.split()
+        assert kind == "InvalidArgumentError", (key, kind, message)
+        if case == "dtype":
+            wanted = "float" if signature == "serving_default" else "uint8"
+            assert (f"Type mismatch: actual int32 vs. expect {wanted}" in message
+                    or f"expected to be a {wanted} tensor but is a int32 tensor" in message), key
+        else:  # the signature's own check, not a kernel deep inside the model
+            assert "is not compatible with expected shape [?,28,28,1]" in message, (key, message)
+
+
+def test_export_command_writes_the_version_asked_for(trained, commands):
+    _, cfg, _ = trained
+    started, folder = commands
+    code, out, err = started.result("export")
+    assert code == 0, err
+    assert out.strip().endswith(f"exported epoch 2 of {cfg.train.model_dir}: "
+                                f"{folder}/served/7")
+    records = serving_requests.read_warmup(folder / "served/7/assets.extra" /
+                                           export.WARMUP_ASSET)
+    assert sorted(r.predict_log.request.inputs["images"].tensor_shape.dim[0].size
+                  for r in records) == [1, 1, 4, 4]
