@@ -89,10 +89,14 @@ def worker_dir(strategy: tf.distribute.Strategy, model_dir: str) -> pathlib.Path
     return root / "workers" / f"{resolver.task_type}_{resolver.task_id}"
 
 
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    return (strategy.num_replicas_in_sync > 1
+            and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy))
+
+
 def agree_on_epoch(strategy: tf.distribute.Strategy, epoch: int) -> int:
     """The smallest completed epoch among all workers (a kill may leave one a checkpoint behind)."""
-    if strategy.num_replicas_in_sync == 1 or not isinstance(
-            strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if not is_multi_worker(strategy):
         return epoch
     value = strategy.run(lambda: tf.constant([epoch], tf.int64))
     return int(tf.reduce_min(strategy.gather(value, axis=0)))  # ReduceOp has no MIN

@@ -123,11 +123,22 @@ class EpochCheckpoint(keras.callbacks.Callback):
         return done
 
     def restore_agreed(self, strategy) -> int:
-        """`restore`, then step back to the epoch every worker has (multi-worker runs)."""
+        """`restore`, then step back to the epoch every worker has (multi-worker runs).
+
+        A multi-worker run also checkpoints its starting weights as ckpt-0: a worker killed
+        before its first epoch ended makes the others step back to the very start.
+        """
         done = self.restore()
+        if distribution.is_multi_worker(strategy) and not self.manager.latest_checkpoint:
+            self.manager.save(checkpoint_number=0)
         agreed = distribution.agree_on_epoch(strategy, done)
         if agreed != done:
             path = f"{self.manager.directory}/ckpt-{agreed}"
+            if not tf.io.gfile.exists(path + ".index"):
+                raise UsageError(
+                    f"the workers of this run are at different epochs ({agreed} and {done}) and "
+                    f"{self.run.checkpoints} no longer holds ckpt-{agreed}; accepted: worker "
+                    "folders from the same run, or a new --model_dir")
             self.checkpoint.restore(path).assert_existing_objects_matched()
             self.history = [h for h in self.history if h["epoch"] <= agreed]
         return agreed

@@ -71,3 +71,33 @@ def test_a_run_folder_with_other_settings_is_refused_and_kept(tmp_path):
                               "(method.name: 'alp' -> 'madry'); accepted: the same settings to "
                               "resume it, or a new --model_dir")
     assert (tmp_path / "run" / "config.json").read_text() == before
+
+
+def test_a_worker_behind_by_its_first_epoch_makes_the_others_restart_from_ckpt_0(
+        tmp_path, monkeypatch):
+    """The multi-worker case CI met: one worker was killed before its first checkpoint landed,
+    so the others must step back to the starting weights, which only ckpt-0 still holds."""
+    from aalp_tf import distribution
+    from aalp_tf.runs import EpochCheckpoint, RunFolder
+    from aalp_tf.training import seeded_model
+    from aalp_tf.datasets import DATASETS
+    monkeypatch.setattr(distribution, "is_multi_worker", lambda strategy: True)
+    cfg = tiny_config(tmp_path / "run", "natural", epochs=1)
+    start = weights(seeded_model(cfg, DATASETS.get("mnist")))
+    train(cfg, arrays=ARRAYS, verbose=0, export_model=False)
+    ckpts = tf.train.get_checkpoint_state(str(tmp_path / "run/checkpoints"))
+    assert [p.rsplit("-", 1)[1] for p in ckpts.all_model_checkpoint_paths] == ["0", "1"]
+
+    model = seeded_model(cfg, DATASETS.get("mnist"))
+    checkpoint = EpochCheckpoint(RunFolder(str(tmp_path / "run")), model)
+    monkeypatch.setattr(distribution, "agree_on_epoch", lambda strategy, epoch: 0)
+    assert checkpoint.restore_agreed(model.distribute_strategy) == 0
+    assert checkpoint.history == []
+    for a, b in zip(start, weights(model)):
+        np.testing.assert_array_equal(a, b)
+
+    (tmp_path / "run/checkpoints/ckpt-0.index").unlink()
+    checkpoint.manager = tf.train.CheckpointManager(checkpoint.checkpoint,
+                                                    str(tmp_path / "run/checkpoints"), 5)
+    with pytest.raises(UsageError, match="different epochs"):
+        checkpoint.restore_agreed(model.distribute_strategy)
