@@ -127,6 +127,9 @@ def pgd(logits_fn, x, labels, *, epsilon, step_size, steps, objective=None, rand
     return result
 
 
+# A tf.function itself so that the objective's closure is made while tracing: called eagerly,
+# a fresh closure per call would be a new argument of `pgd` and retrace it every call.
+@tf.function
 def cw(logits_fn, x, labels, *, epsilon, step_size, steps, random_start=True, seed=(0, 0),
        restarts=1, keep_best=False):
     """CW-k: the Carlini-Wagner margin loss maximised by L-inf PGD (as in Madry et al., TRADES)."""

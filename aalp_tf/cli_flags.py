@@ -65,7 +65,8 @@ flags.DEFINE_string("model_dir", None, "Run folder (config, checkpoints, logs, h
                     "default runs/<dataset>_<method>.")
 flags.DEFINE_integer("seed", 0, "Seed of weights, data order, augmentation and random starts.")
 flags.DEFINE_boolean("deterministic", True, "Deterministic TF ops (same seed, same numbers).")
-flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (slower on CPU).")
+flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (slower on CPU; "
+                     "needs --nodeterministic).")
 
 # ---- distribution -------------------------------------------------------------------------
 flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multi_worker"],

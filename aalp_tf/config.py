@@ -151,6 +151,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     check(cfg.method.alpha >= 0, f"--alpha must be >= 0; received: {cfg.method.alpha}")
     check(cfg.method.trades_beta >= 0,
           f"--trades_beta must be >= 0; received: {cfg.method.trades_beta}")
+    # Keras silently compiles without XLA under op determinism: say so instead.
+    check(not (t.jit_compile and t.deterministic),
+          "--jit_compile needs --nodeterministic (Keras turns XLA off under deterministic ops); "
+          "received: --jit_compile with --deterministic")
     return cfg
 
 

@@ -88,3 +88,15 @@ def test_pgd_raises_the_loss_over_fgsm_on_a_trained_model(trained_tiny_model):
     fgsm_loss = loss(attacks.fgsm(f, x, y, epsilon=0.3))
     pgd_loss = loss(attacks.pgd(f, x, y, epsilon=0.3, step_size=0.05, steps=20))
     assert pgd_loss > fgsm_loss > loss(x)
+
+
+@pytest.mark.parametrize("name", ["pgd", "cw"])
+def test_repeated_eager_calls_reuse_one_trace(name, batch):
+    """Each eager call of the same attack on same-shape batches runs one traced graph (a fresh
+    objective closure per call used to retrace CW every call)."""
+    x, y = batch
+    f = linear_logits()
+    before = attacks.pgd.experimental_get_tracing_count()
+    for _ in range(3):
+        ATTACKS[name](f, x, y)
+    assert attacks.pgd.experimental_get_tracing_count() - before == 1

@@ -105,3 +105,27 @@ def test_backbone_runs_once_per_branch_in_a_step(tmp_path, method, branches):
     tf.function(model.train_step)((x, y))
     assert calls.count(True) == branches
     assert calls.count(False) == (1 if branches == 2 or method == "madry" else 0)
+
+
+def test_mixed_precision_keeps_logits_losses_and_perturbations_in_float32(tmp_path):
+    """Under Keras' mixed_float16 policy (what --mixed_precision sets on GPUs; forced here on
+    CPU): float16 features, float32 logits, float32 adversarial images, a loss-scaled step."""
+    from aalp_tf import attacks, distribution
+    assert "no GPU" in distribution.set_precision(True)  # this machine: stays float32
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = tiny_model(tmp_path, "aalp")
+        x, y = batch(32)
+        assert model.backbone(x).dtype == tf.float16
+        assert model(x).dtype == tf.float32
+        x_adv = attacks.pgd(model, x, y, epsilon=0.3, step_size=0.1, steps=2)
+        assert x_adv.dtype == tf.float32
+        assert float(tf.reduce_max(tf.abs(x_adv - x))) > 0.05
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        logs = model.train_on_batch(x, y, return_dict=True)
+        assert np.isfinite(logs["loss"])
+        assert all(not np.array_equal(b, v.numpy())
+                   for b, v in zip(before, model.trainable_variables))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
