@@ -41,6 +41,21 @@ def input_gradient(logits_fn, x, objective):
     return tape.gradient(value, x, unconnected_gradients=tf.UnconnectedGradients.ZERO), logits
 
 
+def loop_input_gradient(logits_fn, objective):
+    """x -> input_gradient(logits_fn, x, objective), as a function graph of its own: what an
+    attack's loop body calls.
+
+    Why not inline it into the loop: TensorFlow's oneDNN pass replaces MaxPoolGrad with its fast
+    kernel only when it visits the matching MaxPool first, and in a while loop's body (a cycle
+    once lowered) the order it visits nodes in changes from process to process. Inlined, our
+    LeNet PGD ran MaxPoolGrad on the slow kernel in 2 of 6 processes (about 1.2x slower at
+    batch 128); called as its own, acyclic function it was fast in every one
+    (benchmarks/RESULTS.md, question 3).
+    """
+    return tf.function(lambda x: input_gradient(logits_fn, x, objective),
+                       experimental_attributes={"_noinline": True})
+
+
 def misclassified(logits, labels):
     """[N] bool: the model's top class is not the label."""
     return tf.not_equal(tf.argmax(logits, axis=-1, output_type=tf.int64), tf.cast(labels, tf.int64))
@@ -70,8 +85,9 @@ def _pgd_run(logits_fn, x, labels, *, epsilon, step_size, steps, objective, rand
     if noise is not None:
         x_adv = project(x + noise, x, epsilon=epsilon)
     best, found = x_adv, tf.zeros(tf.shape(x)[:1], tf.bool)
+    gradient = loop_input_gradient(logits_fn, objective)
     for _ in tf.range(steps):
-        grad, logits = input_gradient(logits_fn, x_adv, objective)
+        grad, logits = gradient(x_adv)
         if track:
             fooled = misclassified(logits, labels) & ~found
             best = where_examples(fooled, x_adv, best)

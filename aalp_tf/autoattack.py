@@ -146,8 +146,10 @@ def _apgd_run(logits_fn, x, labels, *, epsilon, steps, objective, seed, rho=RHO,
     """One APGD run (Croce & Hein 2020, Algorithm 1) from a uniform random start: `steps`
     gradients. Returns, per example, the first iterate that fooled the model, else x_max."""
 
+    gradient = attacks.loop_input_gradient(logits_fn, objective)
+
     def measure(point):
-        grad, logits = attacks.input_gradient(logits_fn, point, objective)
+        grad, logits = gradient(point)
         return objective(logits), grad, attacks.misclassified(logits, labels)
 
     noise = tf.random.stateless_uniform(tf.shape(x), seed=seed, minval=-epsilon, maxval=epsilon)

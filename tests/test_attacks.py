@@ -100,3 +100,19 @@ def test_repeated_eager_calls_reuse_one_trace(name, batch):
     for _ in range(3):
         ATTACKS[name](f, x, y)
     assert attacks.pgd.experimental_get_tracing_count() - before == 1
+
+
+def test_the_pgd_loop_calls_the_gradient_as_a_function_of_its_own(batch):
+    """Inlined into the while loop's body, TF's oneDNN pass left MaxPoolGrad on its slow kernel
+    in some processes; as a function of its own it never did (attacks.loop_input_gradient)."""
+    x, y = batch
+    graph_def = attacks.pgd.get_concrete_function(
+        linear_logits(), x, y, epsilon=EPS, step_size=0.03, steps=5).graph.as_graph_def()
+    library = {f.signature.name: f for f in graph_def.library.function}
+    loops = [n for n in graph_def.node if n.op in ("While", "StatelessWhile")]
+    assert len(loops) == 1
+    body = library[loops[0].attr["body"].func.name]
+    called = [library[n.attr["f"].func.name] for n in body.node_def
+              if n.op in ("PartitionedCall", "StatefulPartitionedCall")]
+    assert [f.attr["_noinline"].b for f in called] == [True]
+    assert any(n.op == "Sign" for n in body.node_def)  # the step itself stays in the loop
