@@ -47,10 +47,10 @@ def loop_input_gradient(logits_fn, objective):
 
     Why not inline it into the loop: TensorFlow's oneDNN pass replaces MaxPoolGrad with its fast
     kernel only when it visits the matching MaxPool first, and in a while loop's body (a cycle
-    once lowered) the order it visits nodes in changes from process to process. Inlined, our
-    LeNet PGD ran MaxPoolGrad on the slow kernel in 2 of 6 processes (about 1.2x slower at
-    batch 128); called as its own, acyclic function it was fast in every one
-    (benchmarks/RESULTS.md, question 3).
+    once lowered) the order it visits nodes in is not fixed. Inlined, a LeNet PGD loop kept
+    TF's slow MaxPoolGrad in 8 of 8 fresh processes (PGD-40 took 1.16x its floor at batch 128);
+    as a function of its own, which is acyclic, it got oneDNN's in all 8
+    (benchmarks/maxpoolgrad_rewrite.py, benchmarks/RESULTS.md question 3).
     """
     return tf.function(lambda x: input_gradient(logits_fn, x, objective),
                        experimental_attributes={"_noinline": True})

@@ -17,8 +17,11 @@ from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 
-# The package is imported from the work tree when a script runs as `python benchmarks/x.py`.
+# The package is imported from the work tree when a script runs as `python benchmarks/x.py`,
+# and before TensorFlow, so that TF starts with the package's settings (oneDNN on: aalp_tf/
+# __init__.py). Every script imports this module before tensorflow for that reason.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import aalp_tf  # noqa: E402,F401
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -86,10 +89,13 @@ def machine() -> str:
     """One markdown line: date, CPU, cores, load, TF/Keras versions."""
     import keras
     import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    onednn = "on" if _pywrap_util_port.IsMklEnabled() else "off"
     return (f"{datetime.datetime.now().isoformat(timespec='minutes')}; CPU: {cpu_model()}, "
             f"{os.cpu_count()} cores; load average (1, 5, 15 min): {load}; "
-            f"TF {tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}")
+            f"TF {tf.__version__} (oneDNN {onednn}), Keras {keras.__version__}, "
+            f"Python {platform.python_version()}")
 
 
 def command() -> str:

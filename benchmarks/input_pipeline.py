@@ -26,10 +26,11 @@ import shutil
 import tempfile
 import time
 
+import harness  # first: it imports aalp_tf before TensorFlow starts (oneDNN)
+
 import numpy as np
 import tensorflow as tf
 
-import harness
 from aalp_tf import training
 from aalp_tf.data_sources import ArraySplits
 from aalp_tf.datasets import make_data

@@ -70,14 +70,20 @@ def start_worker(setting: str, quick: bool):
     argv = [sys.executable, os.path.abspath(__file__), "--worker"] + (["--quick"] if quick else [])
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=None, text=True, bufsize=1)
-    ready = json.loads(proc.stdout.readline())
-    return proc, ready
+    return proc, json.loads(reply(proc, setting))
 
 
-def time_in(proc, name: str) -> float:
+def reply(proc, setting: str) -> str:
+    line = proc.stdout.readline()
+    if not line:  # its traceback is on our stderr
+        sys.exit(f"the worker with TF_ENABLE_ONEDNN_OPTS={setting} died (status {proc.wait()})")
+    return line
+
+
+def time_in(proc, setting: str, name: str) -> float:
     proc.stdin.write(name + "\n")
     proc.stdin.flush()
-    return float(proc.stdout.readline())
+    return float(reply(proc, setting))
 
 
 def main():
@@ -97,7 +103,7 @@ def main():
     for r in range(repeats):
         for name in names:
             for s in (SETTINGS if r % 2 == 0 else SETTINGS[::-1]):
-                times[(name, s)].append(time_in(workers[s][0], name))
+                times[(name, s)].append(time_in(workers[s][0], s, name))
     for proc, _ in workers.values():
         proc.stdin.close()
         proc.wait()

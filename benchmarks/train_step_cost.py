@@ -13,9 +13,10 @@ Ratio = step / floor, the median of per-round ratios (harness.py). Goal: <= 1.15
 The adversary's part is timed as GRAD_CALLS back-to-back input-gradient calls scaled to k (one
 call times k multiplies that call's noise by k). `[input gradient]` in the parts table is per call.
 """
+import harness  # first: it imports aalp_tf before TensorFlow starts (oneDNN)
+
 import tensorflow as tf
 
-import harness
 from aalp_tf import training
 from aalp_tf.methods import METHODS
 

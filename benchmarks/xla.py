@@ -17,9 +17,10 @@ and compile) of each.
 """
 import time
 
+import harness  # first: it imports aalp_tf before TensorFlow starts (oneDNN)
+
 import tensorflow as tf
 
-import harness
 from aalp_tf import attacks
 
 EPSILON, STEP = 0.3, 0.01
