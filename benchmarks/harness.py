@@ -164,6 +164,14 @@ def profiled(fn, logdir: str):
     return wall, events
 
 
+def kernel_events(events):
+    """(op type, start ns, duration ns) of the TF op kernels among `profiled`'s events. Kernels
+    are named "op name:op type" on the compute threads; runtime events such as
+    "ExecutorState::Process" (which spans the kernels it runs) are not kernels."""
+    return [(n.rsplit(":", 1)[1], s, d) for line, n, s, d in events
+            if n.count(":") == 1 and not line.startswith("python")]
+
+
 def union_ns(intervals) -> float:
     """Total length of the union of (start, end) intervals."""
     total, end = 0.0, float("-inf")

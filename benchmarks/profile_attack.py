@@ -25,13 +25,10 @@ def profile(name, fn, logdir):
     """Wall ms, ms covered by TF ops, and the op time by type, of one warmed-up call of fn."""
     harness.sync(fn())  # warm
     wall, events = harness.profiled(fn, os.path.join(logdir, name))
-    # TF op kernels are named "op name:op type" on the compute threads; runtime events such as
-    # "ExecutorState::Process" (which spans the kernels it runs) are not kernels.
-    ops = [(n, s, d) for line, n, s, d in events
-           if n.count(":") == 1 and not line.startswith("python")]
+    ops = harness.kernel_events(events)
     by_type = collections.Counter()
-    for n, _, d in ops:
-        by_type[n.rsplit(":", 1)[1]] += d
+    for op_type, _, d in ops:
+        by_type[op_type] += d
     covered = harness.union_ns([(s, s + d) for _, s, d in ops])
     return 1e3 * wall, covered / 1e6, by_type
 
