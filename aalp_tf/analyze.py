@@ -9,16 +9,16 @@ exported by aalp_tf). `--what` picks analyses: contributions, gradcam, sets, sca
 with step 0.01 at epsilon 0.3 on MNIST; `--test_examples` sets how many test images are used.
 """
 from aalp_tf import cli
-from aalp_tf.cli_flags import analysis_config_from_flags
+from aalp_tf.cli import analysis_config_from_flags
 
 
 def main(argv):
     cli.reject_positional(argv)
     cfg = analysis_config_from_flags()
-    from aalp_tf import analyses  # after flag parsing: --help stays fast
+    from aalp_tf.analysis import runner  # after flag parsing: --help stays fast
 
-    analyses.select(cfg.what)  # reject a bad name before loading anything
-    written = analyses.run_all(cfg)
+    runner.select(cfg.what)  # reject a bad name before loading anything
+    written = runner.run_all(cfg)
     print(f"{len(written)} files in {cfg.out}")
 
 

@@ -1,4 +1,4 @@
-"""Frozen run configuration: what `cli_flags.config_from_flags` builds once and everything below reads.
+"""Frozen run configuration: what `cli.config_from_flags` builds once and everything below reads.
 
 No absl here: code below the command line gets these objects, never FLAGS. A run folder keeps
 its config as JSON (`config.json`), so a run can be resumed, evaluated or exported later with
@@ -170,7 +170,7 @@ class EvalConfig:
       restarts: random restarts of PGD and CW; per example the worst case counts.
       seed: seed of the random starts.
       output: JSON path ("" or None: evaluation/<name>-<version>.json).
-      checks: run the sanity checks against false robustness (aalp_tf.checks) and report them.
+      checks: run the sanity checks against false robustness (aalp_tf.evaluation.checks) and report them.
       check_examples: the checks' slice: the first this many test examples.
     """
 
@@ -241,14 +241,14 @@ def validate_analysis(cfg: AnalysisConfig) -> AnalysisConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TuneConfig:
-    """A KerasTuner search over runs like `run` (see aalp_tf/tuning.py).
+    """A KerasTuner search over runs like `run` (see aalp_tf/tuning/tuners.py).
 
     Attributes:
       run: the base run; each trial is this run with the searched values put in. Its
         train.model_dir is the search folder (the tuner's folder and every trial's run folder
         live under it).
-      tuner: random, bayesian or hyperband (aalp_tf.tuning_space.TUNERS).
-      objective: robust or tradeoff (aalp_tf.tuning_space.OBJECTIVES), on the validation slice.
+      tuner: random, bayesian or hyperband (aalp_tf.tuning.search_space.TUNERS).
+      objective: robust or tradeoff (aalp_tf.tuning.search_space.OBJECTIVES), on the validation slice.
       max_trials: trials of random and bayesian search; Hyperband's count follows from
         run.train.epochs (its max_epochs) and hyperband_factor.
       alpha_range: (low, high) of α, sampled log-uniformly.

@@ -5,18 +5,17 @@
 
 epsilon and the PGD/CW step size default to the dataset's paper settings (flags/<dataset>.cfg).
 Prints a row like the paper's Table 2 and writes the numbers as JSON, with the sanity checks
-against false robustness (aalp_tf.checks; --nochecks skips them) beside them.
+against false robustness (aalp_tf.evaluation.checks; --nochecks skips them) beside them.
 """
-import json
 
 from aalp_tf import cli
-from aalp_tf.cli_flags import eval_config_from_flags
+from aalp_tf.cli import eval_config_from_flags
 from aalp_tf.errors import UsageError
 
 
 def sanity_checks(cfg, logits_fn, batches) -> dict:
-    """Runs aalp_tf.checks on the first cfg.check_examples test images; prints and returns them."""
-    from aalp_tf import checks
+    """Runs aalp_tf.evaluation.checks on the first cfg.check_examples test images; prints and returns them."""
+    from aalp_tf.evaluation import checks
 
     x, y = checks.first_examples(batches, cfg.check_examples)
     results = checks.run_checks(logits_fn, x, y, epsilon=cfg.attack.epsilon, seed=cfg.seed)
@@ -28,13 +27,14 @@ def sanity_checks(cfg, logits_fn, batches) -> dict:
 def main(argv):
     cli.reject_positional(argv)
     cfg = eval_config_from_flags()
-    from aalp_tf import evaluation, export  # after flag parsing: --help stays fast
-    from aalp_tf.datasets import DATASETS, evaluation_batches
+    from aalp_tf.evaluation import suite  # after flag parsing: --help stays fast
+    from aalp_tf.serving import saved_model  # after flag parsing: --help stays fast
+    from aalp_tf.data.datasets import DATASETS, evaluation_batches
 
     for name in cfg.attacks:
-        evaluation.parse_attack(name)  # reject a bad name before loading anything
+        suite.parse_attack(name)  # reject a bad name before loading anything
     spec = DATASETS.get(cfg.data.dataset)
-    logits_fn, image_shape = export.load_serving_logits(cfg.model)
+    logits_fn, image_shape = saved_model.load_serving_logits(cfg.model)
     if tuple(image_shape) != tuple(spec.image_shape):
         raise UsageError(f"--model {cfg.model} takes images {list(image_shape)} but "
                              f"--dataset={spec.name} has {list(spec.image_shape)}")
@@ -42,12 +42,12 @@ def main(argv):
     print(f"evaluating {cfg.model} on {count} {spec.name} test images, epsilon="
           f"{cfg.attack.epsilon:.6g}, step={cfg.attack.step_size:.6g}, restarts={cfg.restarts}")
     checked = sanity_checks(cfg, logits_fn, batches) if cfg.checks else None
-    accuracy = evaluation.evaluate(
+    accuracy = suite.evaluate(
         logits_fn, batches, cfg.attacks, image_shape=image_shape, epsilon=cfg.attack.epsilon,
         step_size=cfg.attack.step_size, restarts=cfg.restarts, seed=cfg.seed,
         num_batches=-(-count // cfg.data.batch_size))
-    print(evaluation.table_row(cfg.model, accuracy))
-    output = cfg.output or evaluation.default_output(cfg.model)
+    print(suite.table_row(cfg.model, accuracy))
+    output = cfg.output or suite.default_output(cfg.model)
     record = {"model": cfg.model, "dataset": spec.name, "examples": count,
               "epsilon": cfg.attack.epsilon, "step_size": cfg.attack.step_size,
               "restarts": cfg.restarts, "seed": cfg.seed, "accuracy": accuracy}
@@ -56,7 +56,7 @@ def main(argv):
         if checked["failed"]:
             print(f"WARNING: sanity checks failed: {', '.join(checked['failed'])} (details above "
                   "and in the JSON): these numbers may overstate robustness")
-    output = evaluation.write_json(output, record)
+    output = suite.write_json(output, record)
     print(f"wrote {output}")
 
 

@@ -8,8 +8,8 @@ import sys
 import tensorflow as tf
 
 from aalp_tf import cli
-from aalp_tf.cli_flags import config_from_flags
-from aalp_tf.training import train
+from aalp_tf.cli import config_from_flags
+from aalp_tf.experiment.training import train
 
 
 def main(argv):

@@ -11,19 +11,19 @@ Exit status 1 when no trial completed.
 import sys
 
 from aalp_tf import cli
-from aalp_tf.cli_flags import tune_config_from_flags
+from aalp_tf.cli import tune_config_from_flags
 
 
 def main(argv):
     cli.reject_positional(argv)
     cfg = tune_config_from_flags()
-    from aalp_tf import tuning  # after flag parsing: --help stays fast
+    from aalp_tf.tuning import tuners  # after flag parsing: --help stays fast
 
-    result = tuning.search(cfg)
-    failed = [row["trial"] for row in result.rows if row["status"] != tuning.COMPLETED]
+    result = tuners.search(cfg)
+    failed = [row["trial"] for row in result.rows if row["status"] != tuners.COMPLETED]
     if result.rows and len(failed) == len(result.rows):
         print(f"error: no trial completed ({len(failed)} failed: {', '.join(failed)}); their "
-              f"errors are above and in {tuning.SearchFolder(cfg.run.train.model_dir).root}",
+              f"errors are above and in {tuners.SearchFolder(cfg.run.train.model_dir).root}",
               file=sys.stderr)
         sys.exit(1)
 

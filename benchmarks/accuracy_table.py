@@ -1,6 +1,6 @@
 """Prints a markdown table of accuracies from `evaluate` JSON files: one row per file.
 
-usage: python benchmarks/accuracy_table.py bench_runs/mnist_quick/eval/*.json
+usage: python -m benchmarks.accuracy_table bench_runs/mnist_quick/eval/*.json
 """
 import json
 import pathlib

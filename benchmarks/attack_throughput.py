@@ -1,24 +1,25 @@
 """Question 3: attack throughput of our PGD-k and CW-k against the floor and against peers.
 
     /work/venv/bin/pip install --no-deps cleverhans==4.0.0 easydict   # the peer, this script only
-    python benchmarks/attack_throughput.py            # LeNet/MNIST, k = 40, batch 16, 128, 512
-    python benchmarks/attack_throughput.py --quick    # width-4 LeNet, k = 5 (< 1 min)
+    python -m benchmarks.attack_throughput            # LeNet/MNIST, k = 40, batch 16, 128, 512
+    python -m benchmarks.attack_throughput --quick    # width-4 LeNet, k = 5 (< 1 min)
 
 Variants, all on the same model (trainer.build_model, LeNet at the paper's width or --width),
 batch, epsilon 0.3, step 0.01 and k, from a random start:
   ours            attacks.pgd / attacks.cw called directly, one trace reused (checked)
-  ours, eval      evaluation.attack_function("pgd40"/"cw40"): what `evaluate` runs (keep_best)
+  ours, eval      suite.attack_function("pgd40"/"cw40"): what `evaluate` runs (keep_best)
   floor           k x one input-gradient pass (harness.input_gradient_function)
   CleverHans      cleverhans.tf2 projected_gradient_descent (CW-k: its PGD with the CW loss)
   eager           a plain Python loop of GradientTape steps, no tf.function
 Goals: ours <= 1.05 x floor; ours >= 1.5x CleverHans at batch 16, never slower at any batch.
 """
-import harness  # first: it imports aalp_tf before TensorFlow starts (oneDNN)
+from benchmarks import harness  # first: it imports aalp_tf before TensorFlow starts (oneDNN)
 
 import numpy as np
 import tensorflow as tf
 
-from aalp_tf import attacks, evaluation, losses
+from aalp_tf import attacks, losses
+from aalp_tf.evaluation import suite
 
 EPSILON, STEP = 0.3, 0.01
 
@@ -57,7 +58,7 @@ def cleverhans_variants(logits_fn, x, y, steps):
 
 def eval_functions(logits_fn, shape, steps):
     """What `evaluate` runs for pgd<k> and cw<k>: one trace each, for every batch size."""
-    return {family: evaluation.attack_function(evaluation.parse_attack(f"{family}{steps}"),
+    return {family: suite.attack_function(suite.parse_attack(f"{family}{steps}"),
                                                logits_fn, image_shape=shape, epsilon=EPSILON,
                                                step_size=STEP) for family in ("pgd", "cw")}
 

@@ -1,7 +1,7 @@
 """Question 2: what Guided Dropout adds to a training step, against a backbone-twice strawman.
 
-    python benchmarks/gd_overhead.py            # LeNet (PGD-40) and ResNet32 (PGD-7), batch 128
-    python benchmarks/gd_overhead.py --quick    # width-4 LeNet (< 1 min)
+    python -m benchmarks.gd_overhead            # LeNet (PGD-40) and ResNet32 (PGD-7), batch 128
+    python -m benchmarks.gd_overhead --quick    # width-4 LeNet (< 1 min)
 
 Ratios of train steps (trainer.AdversarialModel.train_step traced as Keras does), paired per
 round: aalp / aalp_sw and alp + --guided_dropout / alp (goal <= 1.05). Our contribution pass
@@ -13,8 +13,8 @@ shows. A second table counts the forward Conv2D and the MatMul ops in each trace
 and every function it calls, the PGD loop body included): aalp has exactly aalp_sw's Conv2D ops,
 so no backbone runs twice; the strawman has one backbone's more per branch.
 """
-import harness
-from aalp_tf import training
+from benchmarks import harness
+from aalp_tf.experiment import training
 from aalp_tf.trainer import AdversarialModel
 
 

@@ -17,11 +17,10 @@ from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 
-# The package is imported from the work tree when a script runs as `python benchmarks/x.py`,
-# and before TensorFlow, so that TF starts with the package's settings (oneDNN on: aalp_tf/
-# __init__.py). Every script imports this module before tensorflow for that reason.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import aalp_tf  # noqa: E402,F401
+# Scripts run as `python -m benchmarks.NAME` from the repository top, so the package comes from
+# the work tree. It is imported before TensorFlow, so that TF starts with the package's settings
+# (oneDNN on: aalp_tf/__init__.py); every script imports this module before tensorflow for that.
+import aalp_tf  # noqa: F401
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -209,7 +208,7 @@ def run_config(model: str, method: str, *, width: int = 0, steps: int = 0, batch
 
 def build(cfg):
     """trainer.build_model for cfg, and the dataset's spec."""
-    from aalp_tf.datasets import DATASETS
+    from aalp_tf.data.datasets import DATASETS
     from aalp_tf.trainer import build_model
     spec = DATASETS.get(cfg.data.dataset)
     return build_model(cfg, spec), spec

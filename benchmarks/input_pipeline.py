@@ -1,7 +1,7 @@
 """Question 5: the share of a training step spent waiting on data (goal < 5%).
 
-    python benchmarks/input_pipeline.py            # MNIST/LeNet and CIFAR-10/ResNet32 shapes
-    python benchmarks/input_pipeline.py --quick    # MNIST shapes, width-4 LeNet (< 1 min)
+    python -m benchmarks.input_pipeline            # MNIST/LeNet and CIFAR-10/ResNet32 shapes
+    python -m benchmarks.input_pipeline --quick    # MNIST shapes, width-4 LeNet (< 1 min)
 
 Data: synthetic uint8 arrays of the original sizes (MNIST 60000 + 10000 28x28x1, CIFAR-10
 50000 + 10000 32x32x3) through `datasets.make_data(..., arrays=ArraySplits(...))`, the
@@ -26,14 +26,14 @@ import shutil
 import tempfile
 import time
 
-import harness  # first: it imports aalp_tf before TensorFlow starts (oneDNN)
+from benchmarks import harness  # first: it imports aalp_tf before TensorFlow starts (oneDNN)
 
 import numpy as np
 import tensorflow as tf
 
-from aalp_tf import training
-from aalp_tf.data_sources import ArraySplits
-from aalp_tf.datasets import make_data
+from aalp_tf.experiment import training
+from aalp_tf.data.readers import ArraySplits
+from aalp_tf.data.datasets import make_data
 
 SIZES = {"lenet": ((28, 28, 1), 60000, 10000), "resnet32": ((32, 32, 3), 50000, 10000)}
 GOAL = 0.05

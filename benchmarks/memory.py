@@ -1,7 +1,7 @@
 """Question 6: peak resident memory of a training run, per model and method.
 
-    python benchmarks/memory.py            # LeNet/MNIST and ResNet32/CIFAR-10, every method
-    python benchmarks/memory.py --quick    # width-4 LeNet, natural and aalp (< 1 min)
+    python -m benchmarks.memory            # LeNet/MNIST and ResNet32/CIFAR-10, every method
+    python -m benchmarks.memory --quick    # width-4 LeNet, natural and aalp (< 1 min)
 
 Each configuration is one fresh child process running `training.train` (the path `train`
 takes) on synthetic uint8 arrays of the dataset's original size, batch 128, the paper's PGD
@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 
-import harness
+from benchmarks import harness
 
 STEPS = 2
 
@@ -35,8 +35,8 @@ def stop_after(steps):
 
 def child(arch, method, width, steps, scale):
     """Runs one configuration (in the child process)."""
-    from aalp_tf import training
-    from aalp_tf.datasets import DATASETS
+    from aalp_tf.experiment import training
+    from aalp_tf.data.datasets import DATASETS
     from input_pipeline import synthetic
     cfg = harness.run_config(arch, "natural" if method == "[model only]" else method,
                              width=width, steps=steps)
@@ -71,7 +71,7 @@ def main():
     rows = []
     for arch, method, width, steps, scale in plan:
         mib = harness.peak_rss_of_child(
-            [sys.executable, __file__, "--child", arch, method, str(width), str(steps),
+            [sys.executable, "-m", __spec__.name, "--child", arch, method, str(width), str(steps),
              str(scale)], timeout=1800)
         rows.append([arch, method, f"{mib:.0f}"])
         print(f"{arch} {method}: {mib:.0f} MiB", flush=True)

@@ -23,4 +23,4 @@ for method in $METHODS; do
   python -m aalp_tf.evaluate --model="$model" --dataset=mnist --source_dir="$SRC" \
       --test_examples=2000 --attacks="$ATTACKS" --output="$OUT/eval/$method.json"
 done
-python benchmarks/accuracy_table.py "$OUT"/eval/*.json
+python -m benchmarks.accuracy_table "$OUT"/eval/*.json

@@ -1,7 +1,7 @@
 """Question 1: the train-step cost of every method against its physical floor, at batch 128.
 
-    python benchmarks/train_step_cost.py            # the paper's shapes (minutes)
-    python benchmarks/train_step_cost.py --quick    # tiny widths and steps (< 1 min)
+    python -m benchmarks.train_step_cost            # the paper's shapes (minutes)
+    python -m benchmarks.train_step_cost --quick    # tiny widths and steps (< 1 min)
 
 Each method's step is `AdversarialModel.train_step` traced as Keras traces it, on a model from
 `trainer.build_model`. Its floor, built from the same architecture with the least TF code per
@@ -13,11 +13,11 @@ Ratio = step / floor, the median of per-round ratios (harness.py). Goal: <= 1.15
 The adversary's part is timed as GRAD_CALLS back-to-back input-gradient calls scaled to k (one
 call times k multiplies that call's noise by k). `[input gradient]` in the parts table is per call.
 """
-import harness  # first: it imports aalp_tf before TensorFlow starts (oneDNN)
+from benchmarks import harness  # first: it imports aalp_tf before TensorFlow starts (oneDNN)
 
 import tensorflow as tf
 
-from aalp_tf import training
+from aalp_tf.experiment import training
 from aalp_tf.methods import METHODS
 
 GOAL = 1.15

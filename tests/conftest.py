@@ -1,5 +1,4 @@
 """Shared fixtures. Data: tiny files in the original distribution formats, and small arrays."""
-import gzip
 import io
 import os
 import pathlib
@@ -12,40 +11,10 @@ import scipy.io
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from aalp_tf.data_sources import ArraySplits
+from aalp_tf.data.readers import ArraySplits
+from tests.helpers.dataset_files import random_splits, write_mnist_files
 
 _REAL_MNIST = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
-
-
-def _random_splits(n_train, n_test, shape, seed=0, labels=10):
-    rng = np.random.default_rng(seed)
-    return ArraySplits(rng.integers(0, 256, (n_train, *shape), dtype=np.uint8),
-                       rng.integers(0, labels, n_train).astype(np.int64),
-                       rng.integers(0, 256, (n_test, *shape), dtype=np.uint8),
-                       rng.integers(0, labels, n_test).astype(np.int64))
-
-
-def _idx(array, magic):
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_mnist_files(folder, gz=True, splits=None):
-    """Writes MNIST's four IDX files into folder; without `splits`, 5 train and 3 test random images.
-
-    Returns the ArraySplits written.
-    """
-    splits = splits or _random_splits(5, 3, (28, 28, 1))
-    files = {"train-images-idx3-ubyte": _idx(splits.x_train[..., 0], 2051),
-             "train-labels-idx1-ubyte": _idx(splits.y_train, 2049),
-             "t10k-images-idx3-ubyte": _idx(splits.x_test[..., 0], 2051),
-             "t10k-labels-idx1-ubyte": _idx(splits.y_test, 2049)}
-    os.makedirs(folder, exist_ok=True)
-    for name, raw in files.items():
-        path = os.path.join(folder, name + (".gz" if gz else ""))
-        with (gzip.open(path, "wb") if gz else open(path, "wb")) as f:
-            f.write(raw)
-    return splits
 
 
 @pytest.fixture
@@ -71,7 +40,7 @@ def write_cifar10():
     """
 
     def write(folder, layout="folder"):
-        splits = _random_splits(10, 3, (32, 32, 3), seed=1)
+        splits = random_splits(10, 3, (32, 32, 3), seed=1)
         files = {f"data_batch_{i + 1}": _cifar_batch_bytes(splits.x_train[2 * i:2 * i + 2],
                                                           splits.y_train[2 * i:2 * i + 2])
                  for i in range(5)}
@@ -106,7 +75,7 @@ def write_svhn():
     """
 
     def write(folder):
-        splits = _random_splits(6, 4, (32, 32, 3), seed=2)
+        splits = random_splits(6, 4, (32, 32, 3), seed=2)
         y_train = splits.y_train.copy()
         y_train[0] = 0
         splits = ArraySplits(splits.x_train, y_train, splits.x_test, splits.y_test)
@@ -154,9 +123,9 @@ def trained_tiny_model(tmp_path_factory):
     import keras
     import tensorflow as tf
 
-    from aalp_tf.datasets import DATASETS
+    from aalp_tf.data.datasets import DATASETS
     from aalp_tf.trainer import build_model
-    from tiny import tiny_arrays, tiny_config
+    from tests.helpers.tiny import tiny_arrays, tiny_config
 
     keras.utils.set_random_seed(0)
     data = tiny_arrays(512, 64)

@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import pytest
 
-from aalp_tf import analysis, probes
+from aalp_tf.analysis import probes, quantities
 from aalp_tf.config import AttackConfig, MethodConfig
 from aalp_tf.errors import UsageError
 from aalp_tf.trainer import AdversarialModel
@@ -57,7 +57,7 @@ def test_eq5_contribution_matches_numpy(tiny):
     _, d_fc, _ = reference(w, x, y)
     grads = probes.feature_gradients(model, x, y, batch_size=2)  # 3 batches
     np.testing.assert_allclose(grads, d_fc, rtol=1e-5, atol=1e-6)
-    c = analysis.contribution(feature_gradients=grads).numpy()
+    c = quantities.contribution(feature_gradients=grads).numpy()
     np.testing.assert_allclose(c, np.abs(d_fc).mean(axis=0), rtol=1e-5, atol=1e-7)
     assert c.shape == (4,)
 
@@ -68,20 +68,20 @@ def test_eq6_grad_cam_matches_numpy(tiny):
     acts, grads = probes.layer_gradients(model, "conv", x, y, batch_size=2)
     np.testing.assert_allclose(acts, conv, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grads, d_conv, rtol=1e-5, atol=1e-6)
-    cam = analysis.grad_cam(gradients=grads, activations=acts).numpy()
+    cam = quantities.grad_cam(gradients=grads, activations=acts).numpy()
     np.testing.assert_allclose(cam, np.maximum(d_conv * conv, 0).sum(-1), rtol=1e-5, atol=1e-6)
     assert cam.shape == (N, 3, 3) and cam.min() >= 0
 
 
 def test_grad_cam_applies_relu_per_channel_before_the_sum():
-    cam = analysis.grad_cam(gradients=np.array([[[[1.0, -1.0]]]]),
+    cam = quantities.grad_cam(gradients=np.array([[[[1.0, -1.0]]]]),
                             activations=np.array([[[[2.0, 3.0]]]]))
     assert cam.numpy().tolist() == [[[2.0]]]  # relu(2) + relu(-3); relu(2 - 3) would be 0
 
 
 def test_upsampled_maps_peak_at_one_and_a_zero_map_stays_zero():
     maps = np.stack([np.arange(4.0).reshape(2, 2), np.zeros((2, 2))])
-    up = analysis.upsample_maps(maps=maps, size=(6, 6)).numpy()
+    up = quantities.upsample_maps(maps=maps, size=(6, 6)).numpy()
     assert up.shape == (2, 6, 6)
     assert up[0].max() == pytest.approx(1.0) and up[1].max() == 0.0
 
@@ -99,7 +99,7 @@ def test_the_cam_layer_defaults_to_the_last_spatial_layer_and_rejects_others(tin
 def test_hot_area_is_the_share_of_pixels_at_half_the_maximum_or_more():
     maps = np.zeros((2, 2, 2))
     maps[0, 0, 0], maps[0, 0, 1], maps[0, 1, 0] = 1.0, 0.5, 0.49
-    assert analysis.hot_area(maps=maps).tolist() == [0.5, 0.0]
+    assert quantities.hot_area(maps=maps).tolist() == [0.5, 0.0]
 
 
 # clean right/adv right, clean right/adv wrong, clean wrong/adv right, both wrong (label 0)
@@ -109,21 +109,21 @@ LABELS = np.zeros(4, np.int64)
 
 
 def hand_measures():
-    return analysis.per_example_measures(clean_logits=CLEAN, adv_logits=ADV, labels=LABELS)
+    return quantities.per_example_measures(clean_logits=CLEAN, adv_logits=ADV, labels=LABELS)
 
 
 def test_the_set_split_is_exact_on_a_hand_made_case():
     m = hand_measures()
     assert m["clean_correct"].tolist() == [True, True, False, False]
     assert m["adv_correct"].tolist() == [True, False, True, False]
-    consistent, inconsistent = analysis.consistency_split(clean_correct=m["clean_correct"],
+    consistent, inconsistent = quantities.consistency_split(clean_correct=m["clean_correct"],
                                                           adv_correct=m["adv_correct"])
     assert consistent.tolist() == [True, False, False, False]
     assert inconsistent.tolist() == [False, True, False, False]  # clean wrong: in neither
 
 
 def test_set_statistics_hold_the_hand_computed_means():
-    stats = analysis.set_statistics(measures=hand_measures())
+    stats = quantities.set_statistics(measures=hand_measures())
     high, low = 1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(2.0))  # softmax of (2, 0), (0, 2)
     assert stats["examples"] == 4
     assert stats["clean_accuracy"] == 0.5 and stats["adv_accuracy"] == 0.5
@@ -137,9 +137,9 @@ def test_set_statistics_hold_the_hand_computed_means():
 
 
 def test_an_empty_set_has_no_means():
-    m = analysis.per_example_measures(clean_logits=CLEAN[:1], adv_logits=ADV[:1],
+    m = quantities.per_example_measures(clean_logits=CLEAN[:1], adv_logits=ADV[:1],
                                       labels=LABELS[:1])
-    row = analysis.set_statistics(measures=m)["inconsistent"]
+    row = quantities.set_statistics(measures=m)["inconsistent"]
     assert row["count"] == 0 and row["share"] == 0.0 and row["alp"] is None
 
 
@@ -147,7 +147,7 @@ def test_set_curves_split_by_the_last_epoch_or_by_each_epoch():
     first = {"clean_correct": [True, True], "adv_correct": [False, True], "alp": [4.0, 1.0]}
     last = {"clean_correct": [True, True], "adv_correct": [True, False], "alp": [2.0, 3.0]}
     records = [{"epoch": 1, "measures": first}, {"epoch": 2, "measures": last}]
-    fixed = analysis.set_means_over_time(records=records)
+    fixed = quantities.set_means_over_time(records=records)
     assert fixed == {"epoch": [1, 2], "consistent": [4.0, 2.0], "inconsistent": [1.0, 3.0]}
-    own = analysis.set_means_over_time(records=records, fixed_by_last=False)
+    own = quantities.set_means_over_time(records=records, fixed_by_last=False)
     assert own == {"epoch": [1, 2], "consistent": [1.0, 2.0], "inconsistent": [4.0, 3.0]}

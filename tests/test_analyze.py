@@ -6,17 +6,17 @@ import shutil
 import numpy as np
 import pytest
 
-from aalp_tf import analysis, analysis_callback, model_sources, probes
-from aalp_tf.analyses import run_all
+from aalp_tf.analysis import model_sources, probes, quantities, training_probe
+from aalp_tf.analysis.runner import run_all
 from aalp_tf.config import AnalysisConfig, AttackConfig, DataConfig, RunConfig
-from aalp_tf.datasets import DATASETS
+from aalp_tf.data.datasets import DATASETS
 from aalp_tf.errors import UsageError
 from aalp_tf.runs import RunFolder
-from aalp_tf.training import train
-from conftest import write_mnist_files
-from test_cli import assert_one_line_error, command
-from test_figures import assert_sensible_png
-from tiny import tiny_arrays, tiny_config
+from aalp_tf.experiment.training import train
+from tests.helpers.dataset_files import write_mnist_files
+from tests.helpers.commands import assert_one_line_error, command
+from tests.helpers.images import assert_sensible_png
+from tests.helpers.tiny import tiny_arrays, tiny_config
 
 ARRAYS = tiny_arrays(160, 32)  # 128 train + 32 validation; 32 test
 PROBE = 16
@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
 
 def test_the_probe_writes_one_record_per_epoch_of_what_the_model_computes(trained):
     cfg, result = trained
-    records = analysis_callback.read_records(result.run_dir)
+    records = training_probe.read_records(result.run_dir)
     assert [r["epoch"] for r in records] == [1, 2]
     assert sorted(p.name for p in (result.run_dir / "analysis").iterdir()) == [
         "epoch_0001.json", "epoch_0002.json"]
@@ -48,7 +48,7 @@ def test_the_probe_writes_one_record_per_epoch_of_what_the_model_computes(traine
     again = probes.measures(result.model.inference_logits, x, adv, y)
     for name in ("p_clean", "p_adv", "alp", "clean_correct", "adv_correct"):
         np.testing.assert_allclose(last["measures"][name], again[name], atol=1e-5)
-    c = analysis.contribution(feature_gradients=probes.feature_gradients(result.model, adv, y))
+    c = quantities.contribution(feature_gradients=probes.feature_gradients(result.model, adv, y))
     np.testing.assert_allclose(last["contribution"], c, rtol=1e-4, atol=1e-8)
 
 
@@ -98,7 +98,7 @@ def test_analyze_writes_every_figure_and_table(trained, tmp_path, capsys):
             "computed from the 2 kept checkpoints on 32 test images") in printed
 
     training = json.loads((out / "training.json").read_text())
-    expected = analysis.set_means_over_time(records=analysis_callback.read_records(
+    expected = quantities.set_means_over_time(records=training_probe.read_records(
         result.run_dir))
     assert training["set_alp"]["probed"]["fixed"] == expected
     assert training["set_alp"]["bare"]["fixed"]["epoch"] == [1, 2]

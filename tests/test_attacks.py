@@ -4,15 +4,7 @@ import tensorflow as tf
 
 from aalp_tf import attacks, losses
 from aalp_tf.trainer import AdversarialModel
-
-EPS = 0.1
-
-
-def linear_logits(seed=0):
-    """A fixed random linear classifier on 8x8x1 images: gradients exist everywhere."""
-    w = tf.constant(np.random.default_rng(seed).normal(size=(64, 5)), tf.float32)
-    return lambda x: tf.matmul(tf.reshape(x, [-1, 64]), w)
-
+from tests.helpers.tiny import EPS, linear_logits
 
 @pytest.fixture
 def batch():

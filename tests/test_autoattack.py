@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aalp_tf import attacks, autoattack, evaluation, losses
+from aalp_tf import attacks, losses
+from aalp_tf.evaluation import autoattack, suite
 from aalp_tf.errors import UsageError
-from test_attacks import EPS, linear_logits
+from tests.helpers.tiny import EPS, linear_logits
 
 
 @pytest.fixture
@@ -151,14 +152,14 @@ def test_square_fools_an_undefended_model_without_any_gradient(trained_tiny_mode
     ("pgd40", "pgd", 40), ("fgsm", "fgsm", 0),
 ])
 def test_attack_names_carry_a_count_or_take_the_family_default(name, family, steps):
-    spec = evaluation.parse_attack(name)
+    spec = suite.parse_attack(name)
     assert (spec.name, spec.family, spec.steps) == (name.lower(), family, steps)
 
 
 @pytest.mark.parametrize("name", ["pgd", "apgd-ce0", "fgsm3", "square-1", "apgd"])
 def test_bad_attack_names_are_refused_in_one_line(name):
     with pytest.raises(UsageError) as err:
-        evaluation.parse_attack(name)
+        suite.parse_attack(name)
     assert str(err.value) == (
         f"unknown attack: received {name!r}; accepted: apgd-ce[<k>], apgd-t[<k>], "
         "autoattack[<k>], clean, cw<k>, fgsm, pgd<k>, square[<k>] (k = steps, e.g. pgd40; "
@@ -176,8 +177,8 @@ def test_each_family_calls_its_attack_with_the_evaluation_settings(monkeypatch, 
     calls = []
     monkeypatch.setattr(autoattack, function,
                         lambda f, x, y, **kwargs: calls.append(kwargs) or x + 0.0)
-    spec = evaluation.parse_attack(name)
-    build = evaluation.ATTACK_FAMILIES.get(spec.family)
+    spec = suite.parse_attack(name)
+    build = suite.ATTACK_FAMILIES.get(spec.family)
     x = tf.zeros([2, 8, 8, 1])
     build(linear_logits(), steps=spec.steps, epsilon=0.3, step_size=0.01, restarts=2, seed=7)(
         x, tf.zeros([2], tf.int64))

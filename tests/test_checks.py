@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aalp_tf import checks, evaluate
+from aalp_tf import evaluate
+from aalp_tf.evaluation import checks
 
 EPS = 0.1
 W = tf.constant(np.random.default_rng(0).normal(size=(64, 5)), tf.float32)

@@ -9,18 +9,13 @@ import time
 
 import pytest
 
-from conftest import write_mnist_files
-from tiny import tiny_arrays
+from tests.helpers.commands import assert_one_line_error, command
+from tests.helpers.dataset_files import write_mnist_files
+from tests.helpers.tiny import tiny_arrays
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY_RUN = ["--train_examples=192", "--val_examples=64", "--test_examples=64", "--batch_size=64",
             "--width=4", "--attack_steps=2", "--learning_rate=1e-3"]
-
-
-def command(module, *args, cwd, timeout=240):
-    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", f"aalp_tf.{module}", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +23,6 @@ def mnist_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mnist")
     write_mnist_files(folder, splits=tiny_arrays(256, 64))
     return folder
-
-
-def assert_one_line_error(result, expected_start):
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(expected_start), lines[0]
-    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("args,expected", [

@@ -3,7 +3,7 @@ import pytest
 
 from aalp_tf.config import validate
 from aalp_tf.errors import UsageError
-from tiny import tiny_config
+from tests.helpers.tiny import tiny_config
 
 
 def test_jit_compile_under_deterministic_ops_is_refused_in_one_line():

@@ -1,13 +1,13 @@
-"""Tests for aalp_tf.datasets: the registry, the splits, a training order fixed by (seed, epoch)."""
+"""Tests for aalp_tf.data.datasets: the registry, the splits, a training order fixed by (seed, epoch)."""
 import dataclasses
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from aalp_tf import data_sources
+from aalp_tf.data import readers
 from aalp_tf.config import DataConfig
-from aalp_tf.datasets import DATASETS, load_arrays, make_data
+from aalp_tf.data.datasets import DATASETS, load_arrays, make_data
 from aalp_tf.errors import UsageError
 
 SHAPES = {"mnist": (28, 28, 1), "svhn": (32, 32, 3), "cifar10": (32, 32, 3)}
@@ -59,7 +59,7 @@ def test_load_arrays_reads_source_dir(tmp_path, name, write_mnist, write_svhn, w
 
 def test_load_arrays_without_source_dir_uses_tfds(monkeypatch, make_splits):
     calls = []
-    monkeypatch.setattr(data_sources, "read_tfds",
+    monkeypatch.setattr(readers, "read_tfds",
                         lambda name, *, data_dir: calls.append((name, data_dir)) or "arrays")
     assert load_arrays("svhn", data_dir="/d") == "arrays"
     assert calls == [("svhn_cropped", "/d")]

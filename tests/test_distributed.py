@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 
 from aalp_tf.methods import METHODS
-from conftest import write_mnist_files
-from tiny import tiny_arrays
+from tests.helpers.dataset_files import write_mnist_files
+from tests.helpers.tiny import tiny_arrays
 
 TESTS = pathlib.Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -35,7 +35,7 @@ def free_ports(n):
 
 
 def test_one_step_on_two_replicas_equals_one_device_for_every_method():
-    result = subprocess.run([sys.executable, str(TESTS / "distributed_steps.py"),
+    result = subprocess.run([sys.executable, "-m", "tests.helpers.distributed_steps",
                              *METHODS.names()], capture_output=True, text=True, timeout=300,
                             env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -51,8 +51,8 @@ def test_one_step_on_two_replicas_equals_one_device_for_every_method():
 class Workers:
     """Two `python -m aalp_tf.train` (or driver) processes forming one cluster on 127.0.0.1."""
 
-    def __init__(self, cwd, args, module="aalp_tf.train", script=None):
-        self.cwd, self.args, self.module, self.script = cwd, args, module, script
+    def __init__(self, cwd, args, module="aalp_tf.train"):
+        self.cwd, self.args, self.module = cwd, args, module
         self.ports = free_ports(2)
         self.procs = [None, None]
 
@@ -61,9 +61,8 @@ class Workers:
                      "task": {"type": "worker", "index": index}}
         env = dict(os.environ, PYTHONPATH=str(REPO), TF_CONFIG=json.dumps(tf_config),
                    TF_CPP_MIN_LOG_LEVEL="3")
-        launcher = [str(self.script)] if self.script else ["-m", self.module]
         log = open(self.cwd / f"worker{index}.log", "a")
-        self.procs[index] = subprocess.Popen([sys.executable, *launcher, *self.args],
+        self.procs[index] = subprocess.Popen([sys.executable, "-m", self.module, *self.args],
                                              cwd=self.cwd, env=env, stdout=log,
                                              stderr=subprocess.STDOUT)
 
@@ -149,7 +148,7 @@ def test_keras_20585_workaround_is_still_needed(tmp_path):
     AdversarialModel's work-around (trainer.py). The work-around itself is exercised by the
     multi-worker test above."""
     workers = Workers(tmp_path, [str(tmp_path / "run"), "0"],
-                      script=TESTS / "multi_worker_fit.py")
+                      module="tests.helpers.multi_worker_fit")
     try:
         workers.start(0)
         workers.start(1)

@@ -13,13 +13,13 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from aalp_tf import export, serving_requests
+from aalp_tf.serving import request_protos, saved_model
 from aalp_tf.config import ExportConfig
 from aalp_tf.errors import UsageError
-from aalp_tf.run_export import export_run
-from aalp_tf.training import train
-from background import REPO, Subprocesses
-from tiny import tiny_arrays, tiny_config
+from aalp_tf.serving.run_export import export_run
+from aalp_tf.experiment.training import train
+from tests.helpers.commands import REPO, Subprocesses
+from tests.helpers.tiny import tiny_arrays, tiny_config
 
 ARRAYS = tiny_arrays(160, 32)
 X_UINT8 = ARRAYS.x_test[:8]
@@ -59,7 +59,7 @@ def commands(trained, tmp_path_factory):
             "-m", "tensorflow.python.tools.saved_model_cli", "run", "--dir",
             str(result.export_path), "--tag_set", "serve", "--signature_def", signature,
             "--inputs", f"images={folder / signature}.npy", "--outdir", str(folder / signature)])
-    started.start("bad_inputs", [str(REPO / "tests" / "serving_bad_inputs.py"),
+    started.start("bad_inputs", ["-m", "tests.helpers.serving_bad_inputs",
                                  str(result.export_path)])
     started.start("export", ["-m", "aalp_tf.export", f"--model_dir={cfg.train.model_dir}",
                              "--name=served", "--version=7", f"--export_dir={folder}",
@@ -137,8 +137,8 @@ def test_guided_dropout_and_training_paths_are_absent_from_the_export(trained):
 
 def test_warmup_records_are_prediction_logs_that_match_the_signatures(trained):
     result, _, _ = trained
-    path = result.export_path / "assets.extra" / export.WARMUP_ASSET
-    records = serving_requests.read_warmup(path)
+    path = result.export_path / "assets.extra" / saved_model.WARMUP_ASSET
+    records = request_protos.read_warmup(path)
     meta = saved_model_pb2.SavedModel.FromString(
         (result.export_path / "saved_model.pb").read_bytes()).meta_graphs[0]
     assert sorted(r.predict_log.request.model_spec.signature_name for r in records) == [
@@ -170,7 +170,7 @@ def test_a_second_export_of_the_run_gets_the_next_version_and_any_checkpoint(tra
                                after_epoch[1], atol=1e-5)
     np.testing.assert_allclose(tf2_outputs(latest, "serving_default", X)["logits"],
                                after_epoch[2], atol=1e-5)
-    assert json.loads((latest / "assets.extra" / export.CONFIG_ASSET).read_text()) == json.loads(
+    assert json.loads((latest / "assets.extra" / saved_model.CONFIG_ASSET).read_text()) == json.loads(
         cfg.to_json())
 
     with pytest.raises(UsageError) as err:
@@ -200,7 +200,7 @@ def test_an_interrupted_export_leaves_nothing_behind(trained, tmp_path, monkeypa
     (existing / "1").mkdir(parents=True)
     for name in ("fresh", "kept"):
         with pytest.raises(OSError, match="disk full"):
-            export.export_model(result.model, image_shape=(28, 28, 1), export_dir=str(tmp_path),
+            saved_model.export_model(result.model, image_shape=(28, 28, 1), export_dir=str(tmp_path),
                                 name=name)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # no empty "fresh" either
     assert sorted(p.name for p in existing.iterdir()) == ["1"]  # no version 2, no .tmp-*
@@ -214,7 +214,7 @@ def test_a_killed_exports_leftover_is_removed_by_the_next_export(tmp_path):
     dead.wait(timeout=30)
     (root / f".tmp-1-{dead.pid}" / "variables").mkdir(parents=True)
     (root / f".tmp-1-{os.getpid()}").mkdir()
-    assert export.remove_abandoned_temporaries(root) == [root / f".tmp-1-{dead.pid}"]
+    assert saved_model.remove_abandoned_temporaries(root) == [root / f".tmp-1-{dead.pid}"]
     assert sorted(p.name for p in root.iterdir()) == [f".tmp-1-{os.getpid()}"]
 
 
@@ -222,9 +222,9 @@ def test_without_the_serving_extra_the_export_skips_warmup(trained, tmp_path, mo
                                                            capsys):
     result, _, _ = trained
     monkeypatch.setitem(sys.modules, "tensorflow_serving.apis.prediction_log_pb2", None)
-    path = export.export_model(result.model, image_shape=(28, 28, 1), export_dir=str(tmp_path),
+    path = saved_model.export_model(result.model, image_shape=(28, 28, 1), export_dir=str(tmp_path),
                                name="m")
-    assert not (path / "assets.extra" / export.WARMUP_ASSET).exists()
+    assert not (path / "assets.extra" / saved_model.WARMUP_ASSET).exists()
     assert capsys.readouterr().err == (
         "note: no warm-up requests in the export: the serving extra is not installed (no module "
         "tensorflow_serving.apis.prediction_log_pb2); install it with "
@@ -234,11 +234,11 @@ def test_without_the_serving_extra_the_export_skips_warmup(trained, tmp_path, mo
 def test_no_module_imports_tensorflow_serving_when_imported():
     """The [serving] extra is optional: aalp_tf imports it only inside functions."""
     top_level = []
-    for path in sorted((REPO / "aalp_tf").glob("*.py")):
+    for path in sorted((REPO / "aalp_tf").rglob("*.py")):
         for node in ast.parse(path.read_text()).body:  # module level only
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            top_level += [f"{path.name}: {n}" for n in names
+            top_level += [f"{path.relative_to(REPO)}: {n}" for n in names
                           if n.split(".")[0] in ("tensorflow_serving", "grpc")]
     assert top_level == []
 
@@ -283,7 +283,7 @@ def test_export_command_writes_the_version_asked_for(trained, commands):
     assert code == 0, err
     assert out.strip().endswith(f"exported epoch 2 of {cfg.train.model_dir}: "
                                 f"{folder}/served/7")
-    records = serving_requests.read_warmup(folder / "served/7/assets.extra" /
-                                           export.WARMUP_ASSET)
+    records = request_protos.read_warmup(folder / "served/7/assets.extra" /
+                                           saved_model.WARMUP_ASSET)
     assert sorted(r.predict_log.request.inputs["images"].tensor_shape.dim[0].size
                   for r in records) == [1, 1, 4, 4]

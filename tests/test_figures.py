@@ -2,34 +2,17 @@
 
 Every figure of a real run is checked in test_analyze.py.
 """
-import struct
-
 import numpy as np
 import pytest
 
-from aalp_tf import analysis, figures, tables
+from aalp_tf.analysis import figures, quantities, tables
 from aalp_tf.config import AttackConfig
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def png_size(path):
-    """(width, height) from the IHDR chunk, after checking the PNG signature."""
-    head = path.read_bytes()[:24]
-    assert head[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
-    assert head[12:16] == b"IHDR"
-    return struct.unpack(">II", head[16:24])
-
-
-def assert_sensible_png(path, min_size=(500, 300)):
-    width, height = png_size(path)
-    assert min_size[0] <= width <= 4000 and min_size[1] <= height <= 4000, (width, height)
-
+from tests.helpers.images import assert_sensible_png
 
 def measures(seed, n=40):
     rng = np.random.default_rng(seed)
     clean, adv = rng.normal(size=(n, 10)) * 3, rng.normal(size=(n, 10)) * 3
-    return analysis.per_example_measures(clean_logits=clean, adv_logits=adv,
+    return quantities.per_example_measures(clean_logits=clean, adv_logits=adv,
                                          labels=rng.integers(0, 10, n))
 
 
@@ -54,7 +37,7 @@ def test_grad_cam_grid(tmp_path):
 
 def test_training_figures(tmp_path):
     runs = {"alp": records(0), "aalp": records(5, epochs=12)}
-    curves = {m: {split: analysis.set_means_over_time(records=r, fixed_by_last=fixed)
+    curves = {m: {split: quantities.set_means_over_time(records=r, fixed_by_last=fixed)
                   for split, fixed in (("fixed", True), ("own", False))}
               for m, r in runs.items()}
     assert_sensible_png(figures.set_curves(curves, tmp_path / "alp.png"))
@@ -69,7 +52,7 @@ def test_training_figures(tmp_path):
 def test_the_sets_tables_hold_the_statistics():
     clean = np.array([[2.0, 0.0], [2.0, 0.0], [0.0, 2.0], [0.0, 2.0]])
     adv = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [0.0, 2.0]])
-    stats = {"alp": analysis.set_statistics(measures=analysis.per_example_measures(
+    stats = {"alp": quantities.set_statistics(measures=quantities.per_example_measures(
         clean_logits=clean, adv_logits=adv, labels=np.zeros(4, np.int64)))}
     inconsistent = stats["alp"]["inconsistent"]
     md = tables.sets_markdown(stats, attack=AttackConfig(epsilon=0.3, step_size=0.01, steps=40))

@@ -14,13 +14,13 @@ from google.protobuf import wrappers_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-import fake_serving
-from aalp_tf import export, serving_client, serving_config, serving_requests
+from tests.helpers import fake_serving
+from aalp_tf.serving import client, request_protos, saved_model, server_config
 from aalp_tf.config import PredictConfig
-from aalp_tf.datasets import DATASETS
+from aalp_tf.data.datasets import DATASETS
 from aalp_tf.errors import UsageError
 from aalp_tf.trainer import build_model
-from tiny import tiny_arrays, tiny_config
+from tests.helpers.tiny import tiny_arrays, tiny_config
 
 X_UINT8 = tiny_arrays(8, 4).x_test
 X = (X_UINT8 / 255.0).astype(np.float32)
@@ -34,7 +34,7 @@ def exports(tmp_path_factory):
     folder = tmp_path_factory.mktemp("saved_models")
     keras.utils.set_random_seed(0)
     model = build_model(tiny_config(folder.parent / "run", "natural"), DATASETS.get("mnist"))
-    path = export.export_model(model, image_shape=(28, 28, 1), export_dir=str(folder),
+    path = saved_model.export_model(model, image_shape=(28, 28, 1), export_dir=str(folder),
                                name="digits", warmup_batch_sizes=())
     shutil.copytree(path, folder / "other" / "3")
     (folder / "unfinished" / "1").mkdir(parents=True)
@@ -63,13 +63,14 @@ def free_address():
 def run_command(argv, monkeypatch, capsys):
     """`python -m aalp_tf.serving ARGV` in this process (the local endpoints live here):
     (exit status, stdout, stderr)."""
-    from aalp_tf import cli, serving
-    from aalp_tf.cli_flags import FLAGS
+    from aalp_tf import cli
+    from aalp_tf.serving import __main__ as serving_command
+    from aalp_tf.cli import FLAGS
 
     monkeypatch.setattr(sys, "argv", ["serving", *argv])
     capsys.readouterr()
     try:
-        cli.run(serving.main)
+        cli.run(serving_command.main)
         code = 0
     except SystemExit as exit_:
         code = exit_.code or 0
@@ -94,18 +95,18 @@ def saved_model_outputs(path, signature, images):
 
 def test_models_config_names_every_model_folder_and_parses(exports):
     folder, _ = exports
-    parsed = text_format.Parse(serving_config.models_config(folder, base_path="/models/"),
+    parsed = text_format.Parse(server_config.models_config(folder, base_path="/models/"),
                                model_server_config_pb2.ModelServerConfig())
     assert [(c.name, c.base_path, c.model_platform) for c in parsed.model_config_list.config] == [
         ("digits", "/models/digits", "tensorflow"), ("other", "/models/other", "tensorflow")]
-    parsed = text_format.Parse(serving_config.models_config(folder),
+    parsed = text_format.Parse(server_config.models_config(folder),
                                model_server_config_pb2.ModelServerConfig())
     assert parsed.model_config_list.config[0].base_path == str(folder.resolve() / "digits")
 
 
 def test_models_config_refuses_a_folder_without_models(tmp_path):
     with pytest.raises(UsageError) as err:
-        serving_config.models_config(tmp_path)
+        server_config.models_config(tmp_path)
     assert str(err.value) == (f"{tmp_path} holds no exported model; accepted: a folder of "
                               "<name>/<version>/saved_model.pb, e.g. saved_models/ after training")
 
@@ -136,10 +137,10 @@ def batching_parameters():
 
 
 def test_batching_config_parses_as_batching_parameters():
-    parsed = text_format.Parse(serving_config.batching_config(threads=3), batching_parameters()())
+    parsed = text_format.Parse(server_config.batching_config(threads=3), batching_parameters()())
     assert (parsed.max_batch_size.value, parsed.batch_timeout_micros.value,
             parsed.max_enqueued_batches.value, parsed.num_batch_threads.value) == (64, 1000, 100, 3)
-    default = text_format.Parse(serving_config.batching_config(), batching_parameters()())
+    default = text_format.Parse(server_config.batching_config(), batching_parameters()())
     assert default.num_batch_threads.value == os.cpu_count()
 
 
@@ -147,28 +148,28 @@ def test_batching_config_parses_as_batching_parameters():
 
 
 def test_predict_request_and_rest_body():
-    request = serving_requests.predict_request({"images": X_UINT8}, model="digits",
+    request = request_protos.predict_request({"images": X_UINT8}, model="digits",
                                                signature="predict_uint8", version=3)
     assert (request.model_spec.name, request.model_spec.signature_name,
             request.model_spec.version.value) == ("digits", "predict_uint8", 3)
     assert list(request.inputs) == ["images"]
     assert request.inputs["images"].dtype == types_pb2.DT_UINT8
     np.testing.assert_array_equal(tf.make_ndarray(request.inputs["images"]), X_UINT8)
-    assert not serving_requests.predict_request(
+    assert not request_protos.predict_request(
         {"images": X}, model="digits", signature="serving_default").model_spec.HasField("version")
 
-    body = serving_client.rest_body(X[:1], signature="serving_default")
+    body = client.rest_body(X[:1], signature="serving_default")
     assert body == {"signature_name": "serving_default", "inputs": {"images": X[:1].tolist()}}
-    assert serving_client.rest_url(config("h:8501", version=3)) == (
+    assert client.rest_url(config("h:8501", version=3)) == (
         "http://h:8501/v1/models/digits/versions/3:predict")
-    assert serving_client.rest_url(config("h:8501")) == "http://h:8501/v1/models/digits:predict"
+    assert client.rest_url(config("h:8501")) == "http://h:8501/v1/models/digits:predict"
 
 
 def test_images_pick_their_signature(exports):
     folder = exports[0].parent
-    images, signature = serving_client.load_images(config(images=str(folder / "uint8.npy")))
+    images, signature = client.load_images(config(images=str(folder / "uint8.npy")))
     assert signature == "predict_uint8" and images.dtype == np.uint8
-    images, signature = serving_client.load_images(config(images=str(folder / "float.npy")))
+    images, signature = client.load_images(config(images=str(folder / "float.npy")))
     assert signature == "serving_default" and images.dtype == np.float32
 
 
@@ -185,7 +186,7 @@ def test_images_pick_their_signature(exports):
 def test_images_that_no_signature_takes_are_refused(exports, name, signature, message):
     path = exports[0].parent / f"{name}.npy"
     with pytest.raises(UsageError) as err:
-        serving_client.load_images(config(images=str(path), signature=signature))
+        client.load_images(config(images=str(path), signature=signature))
     assert str(err.value) == f"--images {path} {message}"
 
 
@@ -198,7 +199,7 @@ def test_the_client_gets_the_saved_models_answers(exports, servers, rest):
     server = servers[1] if rest else servers[0]
     for name, signature in (("uint8", "predict_uint8"), ("float", "serving_default")):
         cfg = config(server, str(folder.parent / f"{name}.npy"), rest=rest)
-        used, outputs = serving_client.predict(cfg)
+        used, outputs = client.predict(cfg)
         assert used == signature
         expected = saved_model_outputs(path, signature, X_UINT8 if name == "uint8" else X)
         assert set(outputs) == {"logits", "probabilities", "classes"}
@@ -212,7 +213,7 @@ def test_a_missing_model_a_refused_input_and_a_down_server_are_one_line(exports,
     folder, _ = exports
     server = servers[1] if rest else servers[0]
     with pytest.raises(UsageError) as err:
-        serving_client.predict(config(server, str(folder.parent / "uint8.npy"), model="mnist",
+        client.predict(config(server, str(folder.parent / "uint8.npy"), model="mnist",
                                       rest=rest))
     assert str(err.value) == (f"TF Serving at {server} has no model 'mnist' (Servable not found "
                               "for request: Latest(mnist)); accepted: a model name from its "
@@ -220,12 +221,12 @@ def test_a_missing_model_a_refused_input_and_a_down_server_are_one_line(exports,
     wrong = folder.parent / "wrong_shape.npy"
     np.save(wrong, X[:, :27])
     with pytest.raises(UsageError) as err:
-        serving_client.predict(config(server, str(wrong), rest=rest))
+        client.predict(config(server, str(wrong), rest=rest))
     assert str(err.value).startswith(f"TF Serving at {server} refused the request "
                                      "(INVALID_ARGUMENT): ")
     down = free_address()
     with pytest.raises(UsageError) as err:
-        serving_client.predict(config(down, str(folder.parent / "uint8.npy"), rest=rest,
+        client.predict(config(down, str(folder.parent / "uint8.npy"), rest=rest,
                                       timeout=5.0))
     transport = "REST" if rest else "gRPC"
     assert str(err.value).startswith(f"no TF Serving answers {transport} at {down} (")
@@ -236,7 +237,7 @@ def test_a_missing_model_a_refused_input_and_a_down_server_are_one_line(exports,
 
 def test_result_lines_show_class_and_probabilities():
     outputs = {"classes": np.array([1]), "probabilities": np.array([[0.25, 0.75]])}
-    assert serving_client.result_lines(outputs) == [
+    assert client.result_lines(outputs) == [
         "example  class  probability  probabilities", "0        1      0.7500       0.2500 0.7500"]
 
 
@@ -249,7 +250,7 @@ def test_predict_command_prints_classes_and_probabilities(exports, servers, monk
                                   f"--images={exports[0].parent / 'uint8.npy'}"],
                                  monkeypatch, capsys)
     assert code == 0, err
-    expected = serving_client.result_lines(
+    expected = client.result_lines(
         saved_model_outputs(exports[1], "predict_uint8", X_UINT8))
     assert len(expected) == 1 + len(X_UINT8)
     assert out.splitlines() == [f"digits at {servers[0]} (gRPC, predict_uint8):", *expected]
@@ -289,6 +290,6 @@ def test_config_command_writes_both_files_and_the_docker_command(exports, monkey
         f'  docker run --rm -p 8500:8500 -p 8501:8501 -v "{folder.resolve()}:/models" '
         "tensorflow/serving --model_config_file=/models/models.config --enable_batching "
         "--batching_parameters_file=/models/batching.config"]
-    assert (folder / "models.config").read_text() == serving_config.models_config(
+    assert (folder / "models.config").read_text() == server_config.models_config(
         folder, base_path="/models")
     assert text_format.Parse((folder / "batching.config").read_text(), batching_parameters()())

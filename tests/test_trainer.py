@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aalp_tf.datasets import DATASETS
+from aalp_tf.data.datasets import DATASETS
 from aalp_tf.methods import METHODS
 from aalp_tf.trainer import build_model
-from tiny import tiny_arrays, tiny_config
+from tests.helpers.tiny import tiny_arrays, tiny_config
 
 SPEC = DATASETS.get("mnist")
 

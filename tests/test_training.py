@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 
 from aalp_tf.errors import UsageError
-from aalp_tf.export import load_serving_logits
-from aalp_tf.training import train
-from tiny import tiny_arrays, tiny_config
+from aalp_tf.serving.saved_model import load_serving_logits
+from aalp_tf.experiment.training import train
+from tests.helpers.tiny import tiny_arrays, tiny_config
 
 ARRAYS = tiny_arrays(160, 32)  # 128 train (4 steps of 32) + 32 validation
 
@@ -79,8 +79,8 @@ def test_a_worker_behind_by_its_first_epoch_makes_the_others_restart_from_ckpt_0
     so the others must step back to the starting weights, which only ckpt-0 still holds."""
     from aalp_tf import distribution
     from aalp_tf.runs import EpochCheckpoint, RunFolder
-    from aalp_tf.training import seeded_model
-    from aalp_tf.datasets import DATASETS
+    from aalp_tf.experiment.training import seeded_model
+    from aalp_tf.data.datasets import DATASETS
     monkeypatch.setattr(distribution, "is_multi_worker", lambda strategy: True)
     cfg = tiny_config(tmp_path / "run", "natural", epochs=1)
     start = weights(seeded_model(cfg, DATASETS.get("mnist")))

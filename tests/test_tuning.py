@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aalp_tf import tuning, tuning_report
+from aalp_tf.tuning import report, tuners
 from aalp_tf.config import AttackConfig, TuneConfig, validate_tune
 from aalp_tf.errors import UsageError
-from aalp_tf.export import load_serving_logits
-from aalp_tf.training import train
-from aalp_tf.tuning_space import trial_config
-from conftest import write_mnist_files
-from tiny import tiny_arrays, tiny_config
+from aalp_tf.serving.saved_model import load_serving_logits
+from aalp_tf.experiment.training import train
+from aalp_tf.tuning.search_space import trial_config
+from tests.helpers.dataset_files import write_mnist_files
+from tests.helpers.tiny import tiny_arrays, tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ARRAYS = tiny_arrays(160, 32)  # 128 train (4 steps of 32) + 32 validation
@@ -64,7 +64,7 @@ def run_quietly(cfg, **kwargs):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            return tuning.search(cfg, arrays=ARRAYS, progress=0, **kwargs), out.getvalue()
+            return tuners.search(cfg, arrays=ARRAYS, progress=0, **kwargs), out.getvalue()
         except KeyboardInterrupt:
             return None, out.getvalue()
 
@@ -73,7 +73,7 @@ def run_quietly(cfg, **kwargs):
 def resumed_search(tmp_path_factory):
     """A 2-trial search interrupted in its second trial, then run again to the end."""
     cfg = tiny_search(tmp_path_factory.mktemp("tune") / "search")
-    folder = tuning.SearchFolder(cfg.run.train.model_dir)
+    folder = tuners.SearchFolder(cfg.run.train.model_dir)
     interrupted, first_out = run_quietly(cfg, callbacks=[InterruptSecondTraining()])
     first_checkpoint = folder.trial_run("0") / "checkpoints" / "ckpt-1.index"
     stamp = first_checkpoint.stat().st_mtime_ns
@@ -109,7 +109,7 @@ def test_trials_are_scored_by_our_validation_metric_and_tabulated(resumed_search
     assert 0 < max(row["val_robust_accuracy"] for row in rows) < 1
     with open(folder.trials_csv) as f:
         written = list(csv.DictReader(f))
-    assert tuple(written[0]) == tuning_report.COLUMNS
+    assert tuple(written[0]) == report.COLUMNS
     assert [(w["trial"], w["status"], float(w["alpha"])) for w in written] == [
         (r["trial"], r["status"], r["alpha"]) for r in rows]
     assert folder.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -126,7 +126,7 @@ def test_a_trial_trains_as_the_trainer_does(resumed_search, tmp_path):
 
 def test_the_best_trial_reloads_into_the_exported_model(resumed_search):
     result, folder = resumed_search["result"], resumed_search["folder"]
-    best = tuning_report.best_row(result.rows)
+    best = report.best_row(result.rows)
     assert result.best["trial"] == best["trial"]
     assert json.loads(folder.best.read_text()) == result.best
     model = result.tuner.get_best_models(1)[0]
@@ -139,7 +139,7 @@ def test_the_best_trial_reloads_into_the_exported_model(resumed_search):
 
 def test_a_failing_trial_is_reported_not_swallowed(tmp_path, capsys):
     cfg = tiny_search(tmp_path / "search", keep_fraction_range=(1.5, 2.0))  # keep must be <= 1
-    result = tuning.search(cfg, arrays=ARRAYS, progress=0)
+    result = tuners.search(cfg, arrays=ARRAYS, progress=0)
     err = capsys.readouterr().err
     assert [row["status"] for row in result.rows] == ["FAILED", "FAILED"]
     for row in result.rows:
@@ -148,7 +148,7 @@ def test_a_failing_trial_is_reported_not_swallowed(tmp_path, capsys):
         assert 1.5 <= row["keep_fraction"] <= 2.0
         assert row["message"] == expected
         assert f"trial {row['trial']} FAILED in " in err and expected in err
-    with open(tuning.SearchFolder(cfg.run.train.model_dir).trials_csv) as f:
+    with open(tuners.SearchFolder(cfg.run.train.model_dir).trials_csv) as f:
         assert [w["status"] for w in csv.DictReader(f)] == ["FAILED", "FAILED"]
     assert result.best is None
 
@@ -159,7 +159,7 @@ def test_a_missing_tensorboard_fails_before_any_trial(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match=r"^KerasTuner needs tensorboard in every trial, and it "
                                          r"does not import \(.*\); accepted: pip install "
                                          r"tensorboard$"):
-        tuning.search(cfg, arrays=ARRAYS, progress=0)
+        tuners.search(cfg, arrays=ARRAYS, progress=0)
     assert not (tmp_path / "search").exists()
 
 
@@ -181,13 +181,13 @@ def test_a_search_without_alpha_or_with_other_settings_is_refused(tmp_path):
     madry = dataclasses.replace(madry, run=madry.run.replace(
         method=dataclasses.replace(madry.run.method, name="madry")))
     with pytest.raises(UsageError) as err:
-        tuning.search(madry, arrays=ARRAYS)
+        tuners.search(madry, arrays=ARRAYS)
     assert str(err.value) == ("--method=madry has no α to tune; accepted: aalp, aalp_gd, "
                               "aalp_sw, alp")
     cfg = tiny_search(tmp_path / "search")
-    tuning.SearchFolder(cfg.run.train.model_dir).write_config(cfg)
+    tuners.SearchFolder(cfg.run.train.model_dir).write_config(cfg)
     with pytest.raises(UsageError) as err:
-        tuning.search(dataclasses.replace(cfg, alpha_range=(0.5, 2.0)), arrays=ARRAYS)
+        tuners.search(dataclasses.replace(cfg, alpha_range=(0.5, 2.0)), arrays=ARRAYS)
     assert str(err.value) == (f"--model_dir {tmp_path / 'search'} holds a search with other "
                               "settings (alpha_range: [0.1, 10.0] -> [0.5, 2.0]); accepted: the "
                               "same settings to resume it (--max_trials may grow), or a new "
@@ -230,7 +230,7 @@ def finish(processes, seconds):
 def test_the_command_exits_nonzero_when_every_trial_failed(tmp_path, mnist_dir, capsys):
     """In-process (a subprocess would spend most of its time importing TensorFlow)."""
     from aalp_tf import tune
-    from aalp_tf.cli_flags import FLAGS
+    from aalp_tf.cli import FLAGS
 
     FLAGS(["tune", *TINY_RUN, f"--source_dir={mnist_dir}", "--max_trials=1",
            "--batch_size=1000", f"--model_dir={tmp_path / 'search'}"])
@@ -265,7 +265,7 @@ def test_a_chief_and_two_workers_share_a_search(tmp_path, mnist_dir):
     ran = {name: re.findall(r"trial (\d) started by " + name, logs[name]) for name in names[1:]}
     assert sorted(ran["worker0"] + ran["worker1"]) == ["0", "1"], ran  # each trial once ...
     assert all(ran.values()), ran  # ... and both workers ran one
-    folder = tuning.SearchFolder(str(tmp_path / "search"))
+    folder = tuners.SearchFolder(str(tmp_path / "search"))
     with open(folder.trials_csv) as f:
         assert [(w["trial"], w["status"]) for w in csv.DictReader(f)] == [
             (str(i), "COMPLETED") for i in range(2)]

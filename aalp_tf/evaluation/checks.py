@@ -1,0 +1,184 @@
+"""Sanity checks against false robustness, reported by `evaluate` beside every result.
+
+A model that returns probabilities, is random at inference or has vanishing gradients can look
+robust to gradient attacks while it is not (Athalye et al. 2018; Carlini et al. 2019; AutoAttack's
+own checks). A sound evaluation also sees accuracy fall with epsilon to ~0, iterative attacks at
+least as strong as one step, and more steps or restarts never help the model. A failed check is a
+warning, not an error: the numbers are still reported, with the warning beside them.
+
+Every check runs on one small slice (evaluate: the first `--check_examples` test images) with its
+own attacks, so it costs about 110 gradient evaluations of the slice: PGD takes 20 steps of
+2.5 * epsilon / 20 (it can cross the ball whatever the dataset's step), APGD-CE 20 steps.
+"""
+import dataclasses
+from typing import Callable, Dict, List
+
+import numpy as np
+import tensorflow as tf
+
+from aalp_tf import attacks
+from aalp_tf.evaluation import autoattack
+
+CHECK_STEPS = 20
+NEAR_ZERO = 0.02  # "accuracy reaches ~0" at epsilon = 1, where any image is reachable
+SLACK = 0.01  # tolerance between different attacks: this share of the slice, at least 1 example
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str  # what was measured, and on failure what it suggests
+
+
+class Probe:
+    """The slice, the model, and accuracies under the checks' attacks, each computed once."""
+
+    def __init__(self, logits_fn, x, labels, *, epsilon: float, seed: int = 0):
+        self.logits_fn, self.epsilon, self.seed = logits_fn, float(epsilon), seed
+        self.x = tf.convert_to_tensor(x, tf.float32)
+        self.labels = tf.cast(labels, tf.int64)
+        self.n = int(self.x.shape[0])
+        self.slack = max(SLACK, 1.0 / self.n)
+        self._accuracy: Dict[tuple, float] = {}
+
+    def accuracy(self, key: tuple, attack: Callable) -> float:
+        if key not in self._accuracy:
+            hits = ~attacks.misclassified(self.logits_fn(attack()), self.labels)
+            self._accuracy[key] = float(tf.reduce_mean(tf.cast(hits, tf.float32)))
+        return self._accuracy[key]
+
+    def pgd(self, epsilon: float, steps: int = CHECK_STEPS, restarts: int = 1) -> float:
+        if epsilon == 0:
+            return self.accuracy(("clean",), lambda: self.x)
+        # The same step for 10 and 20 steps, so the runs are nested; tensors, so that every
+        # epsilon shares one trace.
+        radius = tf.constant(epsilon, tf.float32)
+        return self.accuracy(("pgd", epsilon, steps, restarts), lambda: attacks.pgd(
+            self.logits_fn, self.x, self.labels, epsilon=radius,
+            step_size=2.5 * radius / CHECK_STEPS, steps=steps, restarts=restarts,
+            seed=(self.seed, 0), keep_best=True))
+
+    def fgsm(self) -> float:
+        return self.accuracy(("fgsm",), lambda: attacks.fgsm(
+            self.logits_fn, self.x, self.labels, epsilon=self.epsilon))
+
+    def apgd(self) -> float:
+        return self.accuracy(("apgd-ce",), lambda: autoattack.apgd_ce(
+            self.logits_fn, self.x, self.labels, epsilon=self.epsilon, steps=CHECK_STEPS,
+            seed=(self.seed, 0)))
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def logits_not_probabilities(probe: Probe) -> CheckResult:
+    out = probe.logits_fn(probe.x).numpy()
+    sums = out.sum(axis=-1)
+    probabilities = out.min() >= 0 and out.max() <= 1 and np.allclose(sums, 1.0, atol=1e-4)
+    if probabilities:
+        return CheckResult("logits_not_probabilities", False, "every output row is in [0, 1] and "
+                           "sums to 1: the model returns probabilities, not logits, and attacks "
+                           "on them see flat losses; export the logits")
+    return CheckResult("logits_not_probabilities", True,
+                       f"outputs in [{out.min():.3g}, {out.max():.3g}], row sums "
+                       f"[{sums.min():.3g}, {sums.max():.3g}]: logits")
+
+
+def deterministic(probe: Probe) -> CheckResult:
+    first, second = probe.logits_fn(probe.x).numpy(), probe.logits_fn(probe.x).numpy()
+    gap = float(np.max(np.abs(first - second)))
+    if not np.allclose(first, second, rtol=1e-5, atol=1e-6):
+        return CheckResult("deterministic", False, f"two identical calls differ by up to "
+                           f"{gap:.3g}: the model is random at inference (dropout or noise "
+                           "left on?), so gradients are noisy and accuracies not reproducible")
+    return CheckResult("deterministic", True, f"two identical calls differ by {gap:.3g}")
+
+
+def nonzero_gradients(probe: Probe) -> CheckResult:
+    objective = attacks.cross_entropy_objective(probe.labels)
+    grad, _ = attacks.input_gradient(probe.logits_fn, probe.x, objective)
+    zero = int(tf.reduce_sum(tf.cast(tf.reduce_all(grad == 0, axis=[1, 2, 3]), tf.int32)))
+    if zero:
+        return CheckResult("nonzero_gradients", False, f"{zero} of {probe.n} examples have an "
+                           "all-zero input gradient of the cross-entropy: PGD cannot move "
+                           "them (masked gradients, or a saturated loss that APGD-T's DLR "
+                           "avoids); Square needs no gradient")
+    return CheckResult("nonzero_gradients", True, f"all {probe.n} input gradients are non-zero")
+
+
+def accuracy_falls_with_epsilon(probe: Probe) -> CheckResult:
+    grid = sorted({0.0, probe.epsilon / 2, probe.epsilon, 1.0})
+    curve = [probe.pgd(e) for e in grid]
+    shown = ", ".join(f"{e:.3g}: {_pct(a)}" for e, a in zip(grid, curve))
+    detail = f"PGD-{CHECK_STEPS} accuracy by epsilon {shown}"
+    rises = [(grid[i], grid[i + 1]) for i in range(len(grid) - 1)
+             if curve[i + 1] > curve[i] + probe.slack]
+    if rises:
+        return CheckResult("accuracy_falls_with_epsilon", False, f"{detail}; accuracy rises "
+                           f"from epsilon {rises[0][0]:.3g} to {rises[0][1]:.3g}: the attack "
+                           "is failing, not the model succeeding")
+    if curve[-1] > NEAR_ZERO:
+        return CheckResult("accuracy_falls_with_epsilon", False, f"{detail}; above "
+                           f"{_pct(NEAR_ZERO)} at epsilon 1, where any image is reachable: "
+                           "gradients mislead the attack")
+    return CheckResult("accuracy_falls_with_epsilon", True, detail)
+
+
+def attack_strength_order(probe: Probe) -> CheckResult:
+    fgsm, pgd, apgd = probe.fgsm(), probe.pgd(probe.epsilon), probe.apgd()
+    detail = (f"FGSM {_pct(fgsm)} >= PGD-{CHECK_STEPS} {_pct(pgd)} >= APGD-CE-{CHECK_STEPS} "
+              f"{_pct(apgd)}")
+    if pgd > fgsm + probe.slack or apgd > pgd + probe.slack:
+        return CheckResult("attack_strength_order", False, f"expected {detail}: an iterative "
+                           "attack weaker than a single step (or APGD weaker than PGD) is a "
+                           "sign of gradient masking")
+    return CheckResult("attack_strength_order", True, detail)
+
+
+def more_effort_never_helps(probe: Probe) -> CheckResult:
+    base = probe.pgd(probe.epsilon, steps=CHECK_STEPS // 2)
+    steps = probe.pgd(probe.epsilon, steps=CHECK_STEPS)
+    restarts = probe.pgd(probe.epsilon, steps=CHECK_STEPS // 2, restarts=2)
+    detail = (f"PGD-{CHECK_STEPS // 2} {_pct(base)}, PGD-{CHECK_STEPS} {_pct(steps)}, "
+              f"PGD-{CHECK_STEPS // 2} with 2 restarts {_pct(restarts)}")
+    # The longer runs contain the shorter one (same seed and step), so for a deterministic model
+    # they can only find more: any rise means state or randomness in the model.
+    if steps > base or restarts > base:
+        return CheckResult("more_effort_never_helps", False, f"{detail}: more steps or "
+                           "restarts raised accuracy, so the model changes between calls")
+    return CheckResult("more_effort_never_helps", True, detail)
+
+
+CHECKS = (logits_not_probabilities, deterministic, nonzero_gradients,
+          accuracy_falls_with_epsilon, attack_strength_order, more_effort_never_helps)
+
+
+def run_checks(logits_fn, x, labels, *, epsilon: float, seed: int = 0) -> List[CheckResult]:
+    """Every check on the slice (x, labels), in order."""
+    probe = Probe(logits_fn, x, labels, epsilon=epsilon, seed=seed)
+    return [check(probe) for check in CHECKS]
+
+
+def report_lines(results: List[CheckResult]) -> List[str]:
+    """One line per check: `ok` or `WARNING`, its name and what it measured."""
+    return [f"  {'ok     ' if r.passed else 'WARNING'} {r.name}: {r.detail}" for r in results]
+
+
+def as_record(results: List[CheckResult], *, examples: int) -> dict:
+    """For the evaluation JSON."""
+    return {"examples": examples, "failed": [r.name for r in results if not r.passed],
+            "results": {r.name: {"passed": r.passed, "detail": r.detail} for r in results}}
+
+
+def first_examples(batches, n: int):
+    """The first n (images, labels) of an iterable of batches, as one batch (fewer if short)."""
+    xs, ys, have = [], [], 0
+    for x, y in batches:
+        xs.append(x)
+        ys.append(y)
+        have += int(tf.shape(y)[0])
+        if have >= n:
+            break
+    return tf.concat(xs, 0)[:n], tf.concat(ys, 0)[:n]

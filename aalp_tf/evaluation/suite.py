@@ -1,0 +1,190 @@
+"""Accuracy of a logits function under named attacks, as in the paper's Table 2.
+
+Attack names are a family and an optional step count: `clean`, `fgsm`, `pgd40`, `cw20`,
+`apgd-ce` (100 steps), `apgd-t50`, `square1000` (queries), `autoattack`. Families live in a
+registry, so stronger attacks join by registering a builder with its step-count rule.
+"""
+import dataclasses
+import json
+import pathlib
+import re
+from typing import Callable, Dict, Iterable, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from aalp_tf import attacks
+from aalp_tf.evaluation import autoattack
+from aalp_tf.errors import UsageError
+from aalp_tf.registry import Registry
+
+# family -> builder(logits_fn, *, steps, epsilon, step_size, restarts, seed) -> fn(x, y) -> x_adv
+ATTACK_FAMILIES = Registry("attack")
+# family -> REQUIRED (`pgd40`) or its default count (`apgd-ce` is apgd-ce100); absent: no count
+STEP_RULES: Dict[str, int] = {}
+REQUIRED = 0
+
+
+def register_family(name: str, *, steps: Optional[int] = None):
+    """Registers an attack builder; `steps`: None (the name takes no count), REQUIRED, or the
+    count a bare name means."""
+
+    def add(build):
+        ATTACK_FAMILIES.add(name, build)
+        if steps is not None:
+            STEP_RULES[name] = steps
+        return build
+
+    return add
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    family: str
+    steps: int  # 0 for attacks without steps
+
+
+@ATTACK_FAMILIES.register("clean")
+def _clean(logits_fn, **_):
+    return lambda x, y: x
+
+
+@ATTACK_FAMILIES.register("fgsm")
+def _fgsm(logits_fn, *, epsilon, **_):
+    return lambda x, y: attacks.fgsm(logits_fn, x, y, epsilon=epsilon)
+
+
+@register_family("pgd", steps=REQUIRED)
+def _pgd(logits_fn, *, steps, epsilon, step_size, restarts, seed):
+    return lambda x, y: attacks.pgd(logits_fn, x, y, epsilon=epsilon, step_size=step_size,
+                                    steps=steps, restarts=restarts, seed=(seed, 0),
+                                    keep_best=True)
+
+
+@register_family("cw", steps=REQUIRED)
+def _cw(logits_fn, *, steps, epsilon, step_size, restarts, seed):
+    return lambda x, y: attacks.cw(logits_fn, x, y, epsilon=epsilon, step_size=step_size,
+                                   steps=steps, restarts=restarts, seed=(seed, 0),
+                                   keep_best=True)
+
+
+# ---- AutoAttack's attacks (aalp_tf.evaluation.autoattack); --restarts applies to each ----------------
+APGD_STEPS = 100  # AutoAttack's standard budget per run
+SQUARE_QUERIES = 5000
+
+
+@register_family("apgd-ce", steps=APGD_STEPS)
+def _apgd_ce(logits_fn, *, steps, epsilon, restarts, seed, **_):
+    return lambda x, y: autoattack.apgd_ce(logits_fn, x, y, epsilon=epsilon, steps=steps,
+                                           restarts=restarts, seed=(seed, 0))
+
+
+@register_family("apgd-t", steps=APGD_STEPS)
+def _apgd_t(logits_fn, *, steps, epsilon, restarts, seed, **_):
+    return lambda x, y: autoattack.apgd_t(logits_fn, x, y, epsilon=epsilon, steps=steps,
+                                          restarts=restarts, seed=(seed, 0))
+
+
+@register_family("square", steps=SQUARE_QUERIES)
+def _square(logits_fn, *, steps, epsilon, restarts, seed, **_):
+    return lambda x, y: autoattack.square(logits_fn, x, y, epsilon=epsilon, queries=steps,
+                                          restarts=restarts, seed=(seed, 0))
+
+
+@register_family("autoattack", steps=SQUARE_QUERIES)  # the count is Square's queries
+def _autoattack(logits_fn, *, steps, epsilon, restarts, seed, **_):
+    return lambda x, y: autoattack.autoattack(logits_fn, x, y, epsilon=epsilon,
+                                              steps=APGD_STEPS, queries=steps,
+                                              restarts=restarts, seed=(seed, 0))
+
+
+def parse_attack(name: str) -> AttackSpec:
+    """`pgd40` -> AttackSpec("pgd40", "pgd", 40), `apgd-ce` -> ("apgd-ce", "apgd-ce", 100); one
+    clear line for anything else."""
+    text = name.strip().lower()
+    match = re.fullmatch(r"([a-z][a-z_\-]*?)(\d*)", text)
+    family, digits = (match.group(1), match.group(2)) if match else (text, "")
+    rule = STEP_RULES.get(family)  # None: the name carries no count
+    count_ok = not digits if rule is None else bool(digits) or rule != REQUIRED
+    if family not in ATTACK_FAMILIES or not count_ok or (digits and int(digits) < 1):
+        known = ", ".join(_pattern(f) for f in ATTACK_FAMILIES.names())
+        raise UsageError(f"unknown attack: received {name!r}; accepted: {known} "
+                         "(k = steps, e.g. pgd40; Square's queries for square and autoattack)")
+    steps = int(digits) if digits else (0 if rule in (None, REQUIRED) else rule)
+    return AttackSpec(name=text, family=family, steps=steps)
+
+
+def _pattern(family: str) -> str:
+    rule = STEP_RULES.get(family)
+    return family if rule is None else f"{family}<k>" if rule == REQUIRED else f"{family}[<k>]"
+
+
+def attack_function(spec: AttackSpec, logits_fn, *, image_shape: Sequence[int], epsilon: float,
+                    step_size: float, restarts: int = 1, seed: int = 0) -> Callable:
+    """A tf.function (x, y) -> adversarial x, traced once for any batch size."""
+    build = ATTACK_FAMILIES.get(spec.family)
+    fn = build(logits_fn, steps=spec.steps, epsilon=epsilon, step_size=step_size,
+               restarts=restarts, seed=seed)
+    return tf.function(fn, input_signature=[tf.TensorSpec([None, *image_shape], tf.float32),
+                                            tf.TensorSpec([None], tf.int64)])
+
+
+def evaluate(logits_fn, batches: Iterable, attack_names: Sequence[str], *,
+             image_shape: Sequence[int], epsilon: float, step_size: float, restarts: int = 1,
+             seed: int = 0, num_batches: int = None, verbose: int = 1) -> Dict[str, float]:
+    """Accuracy under each attack over every (images, labels) batch.
+
+    Args:
+      logits_fn: images -> logits (inference mode).
+      batches: iterable of (float images in [0, 1], int labels).
+      attack_names: e.g. ["clean", "fgsm", "pgd40"].
+      num_batches: for the progress bar.
+      verbose: 1 shows a progress bar.
+
+    Returns:
+      {attack name: accuracy in [0, 1]}, in the order given.
+    """
+    specs = [parse_attack(n) for n in attack_names]
+    fns = [attack_function(s, logits_fn, image_shape=image_shape, epsilon=epsilon,
+                           step_size=step_size, restarts=restarts, seed=seed) for s in specs]
+    predict = tf.function(lambda x: tf.argmax(logits_fn(x), axis=-1, output_type=tf.int64))
+    correct = {s.name: 0 for s in specs}
+    total = 0
+    bar = None
+    if verbose:  # stateful: show the running accuracies as they are, not averaged again
+        bar = keras.utils.Progbar(num_batches, unit_name="batch",
+                                  stateful_metrics=[s.name for s in specs])
+    for x, y in batches:
+        y = tf.cast(y, tf.int64)
+        for spec, fn in zip(specs, fns):
+            hits = tf.equal(predict(fn(x, y)), y)
+            correct[spec.name] += int(tf.reduce_sum(tf.cast(hits, tf.int32)))
+        total += int(tf.shape(y)[0])
+        if bar is not None:
+            bar.add(1, values=[(s.name, correct[s.name] / total) for s in specs[:4]])
+    if total == 0:
+        raise UsageError("no test examples to evaluate; accepted: --test_examples >= 1 or 0 "
+                         "(all)")
+    return {name: hits / total for name, hits in correct.items()}
+
+
+def table_row(label: str, accuracy: Dict[str, float]) -> str:
+    """A markdown header and row like the paper's Table 2."""
+    names = list(accuracy)
+    header = "| model | " + " | ".join(names) + " |"
+    rule = "|" + "---|" * (len(names) + 1)
+    row = f"| {label} | " + " | ".join(f"{100 * accuracy[n]:.2f}%" for n in names) + " |"
+    return "\n".join([header, rule, row])
+
+
+def default_output(model_path: str) -> pathlib.Path:
+    path = pathlib.Path(model_path).resolve()
+    return pathlib.Path("evaluation") / f"{path.parent.name}-{path.name}.json"
+
+
+def write_json(path, record: dict) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path

@@ -1,0 +1,1 @@
+"""The test suite: one test file per module (see README, Tests)."""

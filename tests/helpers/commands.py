@@ -1,0 +1,58 @@
+"""Commands run as a user runs them: one at a time, or started together and collected by name."""
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TIMEOUT = 180
+
+
+class Subprocesses:
+    """`python ARGS` processes started at once: TF's start-up dominates each, so they overlap it.
+    Every process is ended within TIMEOUT seconds of being collected, or at close()."""
+
+    def __init__(self):
+        self.procs, self.results = {}, {}
+
+    def start(self, name, args):
+        env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+        self.procs[name] = subprocess.Popen([sys.executable, *args], env=env, cwd=REPO,
+                                            text=True, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE)
+
+    def result(self, name):
+        """(exit status, stdout, stderr) of the command `name`."""
+        if name not in self.results:
+            proc = self.procs[name]
+            try:
+                out, err = proc.communicate(timeout=TIMEOUT)
+            finally:
+                self._end(proc)
+            self.results[name] = (proc.returncode, out, err)
+        return self.results[name]
+
+    def close(self):
+        for proc in self.procs.values():
+            self._end(proc)
+
+    @staticmethod
+    def _end(proc):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def command(module, *args, cwd, timeout=240):
+    """`python -m aalp_tf.MODULE ARGS` in `cwd`: the CompletedProcess, output as text."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", f"aalp_tf.{module}", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, expected_start):
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(expected_start), lines[0]
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,76 @@
+"""Subprocess for tests/test_distributed.py: one train step per method, 1 device vs 2 replicas.
+
+Splits the CPU into 2 logical devices (this must happen before TensorFlow starts, hence a
+separate process) and prints one JSON line per method with the largest weight difference and
+whether the Guided Dropout masks agree.
+usage: python -m tests.helpers.distributed_steps METHOD [METHOD ...]
+"""
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+from aalp_tf.data.datasets import DATASETS  # noqa: E402
+from aalp_tf.trainer import build_model  # noqa: E402
+from tests.helpers.tiny import tiny_arrays, tiny_config  # noqa: E402
+
+SPEC = DATASETS.get("mnist")
+GLOBAL_BATCH = 32
+
+
+def make(method, strategy):
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = build_model(tiny_config("/tmp/unused", method), SPEC)
+        # SGD: the update is the gradient itself, so the comparison checks the gradient scale
+        # (a sum over replicas of a global-batch mean) rather than Adam's normalised step.
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+        model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def masks(model, strategy, x, y):
+    """Each replica's Guided Dropout mask for the step's features."""
+    def per_replica(images, labels):
+        inputs = model.branch_inputs(images, labels)
+        features = {b: model.backbone(v, training=True) for b, v in inputs.items()}
+        return model.guided_dropout.keep_mask(model.contribution(features, labels))
+    return [m.numpy() for m in strategy.experimental_local_results(strategy.run(
+        tf.function(per_replica), args=next(iter(strategy.experimental_distribute_dataset(
+            tf.data.Dataset.from_tensors((x, y)))))))]
+
+
+def main(methods):
+    data = tiny_arrays(GLOBAL_BATCH, 8)
+    x = tf.constant(data.x_train / 255.0, tf.float32)
+    y = tf.constant(data.y_train)
+    one, two = tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    for method in methods:
+        single, mirrored = make(method, one), make(method, two)
+        mirrored.set_weights(single.get_weights())
+        single_masks = masks(single, one, x, y)
+        mirrored_masks = masks(mirrored, two, x, y)
+        tf.function(single.train_step)((x, y))
+        batch = next(iter(two.experimental_distribute_dataset(
+            tf.data.Dataset.from_tensors((x, y)))))
+        two.run(tf.function(mirrored.train_step), args=(batch,))
+        diff = max(float(np.max(np.abs(a - b))) for a, b in
+                   zip(single.get_weights(), mirrored.get_weights()))
+        moved = max(float(np.max(np.abs(a - b))) for a, b in
+                    zip(single.get_weights(), make(method, one).get_weights()))
+        print(json.dumps({"method": method, "replicas": two.num_replicas_in_sync,
+                          "max_weight_difference": diff, "max_update": moved,
+                          "masks_equal": all(np.array_equal(single_masks[0], m)
+                                             for m in mirrored_masks)}), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
