@@ -1,12 +1,10 @@
 """Each sanity check fires on a model built to fail it and stays quiet on a sound one."""
-import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from aalp_tf import evaluate
-from aalp_tf.evaluation import checks
+from aalp_tf.evaluation import checks, robustness
 
 EPS = 0.1
 W = tf.constant(np.random.default_rng(0).normal(size=(64, 5)), tf.float32)
@@ -87,10 +85,9 @@ def test_every_check_is_quiet_on_a_trained_model(trained_tiny_model):
 def test_evaluate_prints_a_failed_check_as_a_warning_and_records_it(capsys, monkeypatch, slice_):
     monkeypatch.setattr(checks, "CHECKS", (checks.logits_not_probabilities, checks.deterministic))
     x, y = slice_
-    cfg = types.SimpleNamespace(check_examples=10, seed=0,
-                                attack=types.SimpleNamespace(epsilon=EPS))
     batches = [(x[:6], y[:6]), (x[6:], y[6:])]
-    record = evaluate.sanity_checks(cfg, BROKEN[checks.logits_not_probabilities](y), batches)
+    record = robustness.run_checks(BROKEN[checks.logits_not_probabilities](y), batches,
+                                   epsilon=EPS, seed=0, examples=10, verbose=True)
     out = capsys.readouterr().out
     assert "sanity checks on the first 10 test images:" in out
     assert "  WARNING logits_not_probabilities: every output row is in [0, 1] and sums to 1" in out

@@ -8,7 +8,7 @@ import dataclasses
 import json
 import pathlib
 import re
-from typing import Callable, Dict, Iterable, Optional, Sequence
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
@@ -132,7 +132,7 @@ def attack_function(spec: AttackSpec, logits_fn, *, image_shape: Sequence[int], 
 
 def evaluate(logits_fn, batches: Iterable, attack_names: Sequence[str], *,
              image_shape: Sequence[int], epsilon: float, step_size: float, restarts: int = 1,
-             seed: int = 0, num_batches: int = None, verbose: int = 1) -> Dict[str, float]:
+             seed: int = 0, num_batches: int = None, verbose: int = 1) -> Tuple[Dict[str, float], int]:
     """Accuracy under each attack over every (images, labels) batch.
 
     Args:
@@ -143,7 +143,7 @@ def evaluate(logits_fn, batches: Iterable, attack_names: Sequence[str], *,
       verbose: 1 shows a progress bar.
 
     Returns:
-      {attack name: accuracy in [0, 1]}, in the order given.
+      ({attack name: accuracy in [0, 1]}, in the order given; the number of examples).
     """
     specs = [parse_attack(n) for n in attack_names]
     fns = [attack_function(s, logits_fn, image_shape=image_shape, epsilon=epsilon,
@@ -166,7 +166,7 @@ def evaluate(logits_fn, batches: Iterable, attack_names: Sequence[str], *,
     if total == 0:
         raise UsageError("no test examples to evaluate; accepted: --test_examples >= 1 or 0 "
                          "(all)")
-    return {name: hits / total for name, hits in correct.items()}
+    return {name: hits / total for name, hits in correct.items()}, total
 
 
 def table_row(label: str, accuracy: Dict[str, float]) -> str:
