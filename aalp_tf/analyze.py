@@ -1,4 +1,4 @@
-"""Compute the paper's figures and tables from trained models.
+r"""Compute the paper's figures and tables from trained models.
 
     python -m aalp_tf.analyze --dataset=mnist --out=analysis/mnist --test_examples=1000 \
         --models=natural:runs/mnist_natural,madry:runs/mnist_madry,aalp:runs/mnist_aalp
@@ -23,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, "analyze")

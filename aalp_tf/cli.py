@@ -5,157 +5,236 @@ The paper's settings per dataset live in absl flagfiles, `flags/<dataset>.cfg`. 
 line names `--dataset=X`, that file is read first, so any flag given on the command line wins.
 """
 import dataclasses
+import functools
+import importlib
 import os
 import pathlib
+import re
 import sys
-from typing import List, Optional
+import textwrap
+from typing import Dict, List, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter off screen
 
 from absl import app, flags, logging  # noqa: E402
 
 from aalp_tf import config as cfglib  # noqa: E402
-from aalp_tf.data.datasets import DATASETS  # noqa: E402
 from aalp_tf.errors import UsageError  # noqa: E402
-from aalp_tf.serving.saved_model import SIGNATURES  # noqa: E402
-from aalp_tf.methods import METHODS  # noqa: E402
-from aalp_tf.models import BACKBONES  # noqa: E402
-from aalp_tf.tuning.search_space import OBJECTIVES, TUNERS  # noqa: E402
 
 FLAGS = flags.FLAGS
 
+# ---- which command reads which flag, for each command's --help ----------------------------
+TRAIN, TUNE, EVALUATE, ANALYZE, EXPORT, SERVING = (
+    "train", "tune", "evaluate", "analyze", "export", "serving")
+RUNS = (TRAIN, TUNE)  # the commands that train runs: every run setting applies to them
+DATA_READERS = RUNS + (EVALUATE, ANALYZE)
+HELP_GROUPS = ("data", "model", "method", "attack", "training", "distribution", "evaluation",
+               "analysis", "tuning", "serving", "output")
+_SHOWN: Dict[str, Dict[str, List[str]]] = {}  # command -> group -> flag names, in order
+
+# The registries' built-in names, written out so that --help needs no TensorFlow (the registries
+# live in modules that import it); tests/test_cli.py checks them against the registries. Values
+# are checked against the registries after parsing, so a method or backbone registered by a
+# module named in --imports is accepted too.
+BUILTIN_NAMES = {
+    "dataset": ("cifar10", "mnist", "svhn"),
+    "method": ("aalp", "aalp_gd", "aalp_sw", "alp", "madry", "natural", "trades"),
+    "architecture": ("lenet", "resnet32", "resnet9"),
+    "tuner": ("bayesian", "hyperband", "random"),
+    "objective": ("robust", "tradeoff"),
+    "signature": ("predict_uint8", "serving_default"),
+}
+
+
+def _define(kind: str, name: str, default, help_text: str, *, group: str, commands,
+            groups: Optional[Dict[str, str]] = None, **kwargs) -> None:
+    """flags.DEFINE_<kind>, and the flag's place in --help: `group` for every command in
+    `commands`, unless `groups` names another group for a command."""
+    getattr(flags, f"DEFINE_{kind}")(name, default, help=help_text, **kwargs)
+    for command in commands:
+        shown = (groups or {}).get(command, group)
+        _SHOWN.setdefault(command, {}).setdefault(shown, []).append(name)
+
+
+def _names(kind: str) -> str:
+    return ", ".join(BUILTIN_NAMES[kind])
+
+
 # ---- data ---------------------------------------------------------------------------------
-flags.DEFINE_enum("dataset", None, DATASETS.names(), "Dataset; its flagfile flags/<name>.cfg "
-                  "supplies the paper's settings.")
-flags.DEFINE_string("source_dir", None, "Folder with the original distribution files (offline); "
-                    "unset: TFDS.")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
-flags.DEFINE_integer("train_examples", 0, "Use this prefix of the training split (0: all).")
-flags.DEFINE_integer("test_examples", 0, "Use this prefix of the test split (0: all).")
-flags.DEFINE_integer("val_examples", 1000, "Validation slice held out of the end of the training "
-                     "split, for per-epoch clean and robust accuracy (0: none).")
-flags.DEFINE_enum("augment", "auto", ["auto", "on", "off"], "auto: crop+flip for CIFAR-10, "
-                  "none for the digit datasets.")
-flags.DEFINE_integer("batch_size", 128, "Global batch size.")
+_define("string", "dataset", None, f"Dataset: {_names('dataset')}; its flagfile "
+        "flags/<name>.cfg supplies the paper's settings.", group="data",
+        commands=DATA_READERS)
+_define("string", "source_dir", None, "Folder with the original distribution files (offline); "
+        "unset: TFDS.", group="data", commands=DATA_READERS)
+_define("string", "data_dir", None, "TFDS data_dir.", group="data", commands=DATA_READERS)
+_define("integer", "train_examples", 0, "Use this prefix of the training split (0: all).",
+        group="data", commands=RUNS)
+_define("integer", "test_examples", 0, "Use this prefix of the test split (0: all).",
+        group="data", commands=DATA_READERS)
+_define("integer", "val_examples", 1000, "Validation slice held out of the end of the training "
+        "split, for per-epoch clean and robust accuracy (0: none).", group="data", commands=RUNS)
+_define("enum", "augment", "auto", "auto: crop+flip for CIFAR-10, none for the digit datasets.",
+        enum_values=["auto", "on", "off"], group="data", commands=RUNS)
+_define("integer", "batch_size", 128, "Global batch size.", group="data",
+        commands=DATA_READERS)
 
 # ---- model --------------------------------------------------------------------------------
-flags.DEFINE_enum("architecture", "auto", ["auto"] + BACKBONES.names(),
-                  "Backbone; auto: the paper's model for the dataset.")
-flags.DEFINE_integer("width", 0, "Base filter count (0: the architecture's published width).")
-flags.DEFINE_float("keep_fraction", 0.5, "Guided Dropout: share of features kept (0.5: the "
-                   "paper's median rule).")
-flags.DEFINE_boolean("gd_rescale", False, "Guided Dropout: scale kept features by "
-                     "1/keep_fraction (off: the paper's plain 0/1 mask).")
+_define("string", "architecture", "auto", f"Backbone: {_names('architecture')}; auto: the "
+        "paper's model for the dataset.", group="model", commands=RUNS)
+_define("integer", "width", 0, "Base filter count (0: the architecture's published width).",
+        group="model", commands=RUNS)
+_define("float", "keep_fraction", 0.5, "Guided Dropout: share of features kept (0.5: the "
+        "paper's median rule).", group="model", commands=RUNS)
+_define("boolean", "gd_rescale", False, "Guided Dropout: scale kept features by "
+        "1/keep_fraction (off: the paper's plain 0/1 mask).", group="model", commands=RUNS)
 
 # ---- method -------------------------------------------------------------------------------
-flags.DEFINE_enum("method", "aalp", METHODS.names(), "Training method.")
-flags.DEFINE_float("alpha", 1.0, "Weight of the (adaptive) ALP term (Eq. 10).")
-flags.DEFINE_float("trades_beta", 6.0, "TRADES' weight of the KL term.")
-flags.DEFINE_boolean("guided_dropout", False, "Add Guided Dropout to any method (Table 3).")
+_define("string", "method", "aalp", f"Training method: {_names('method')}, or one registered "
+        "by a module in --imports.", group="method", commands=RUNS)
+_define("float", "alpha", 1.0, "Weight of the (adaptive) ALP term (Eq. 10).", group="method",
+        commands=RUNS)
+_define("float", "trades_beta", 6.0, "TRADES' weight of the KL term.", group="method",
+        commands=RUNS)
+_define("boolean", "guided_dropout", False, "Add Guided Dropout to any method (Table 3).",
+        group="method", commands=RUNS)
+_define("list", "imports", [], "Python modules to import first, e.g. my_project.methods: your "
+        "own methods and backbones register themselves there (README, 'Your own method').",
+        group="method", commands=RUNS)
 
 # ---- adversary ----------------------------------------------------------------------------
-flags.DEFINE_float("epsilon", None, "L-inf radius in pixel units of [0, 1] (e.g. 0.3, 8/255 = "
-                   "0.0313725).")
-flags.DEFINE_float("step_size", None, "PGD step size in pixel units.")
-flags.DEFINE_integer("attack_steps", None, "PGD steps of the training adversary.")
-flags.DEFINE_float("epsilon_warmup_epochs", 0.0, "Ramp the training adversary's epsilon (and "
-                   "step) linearly from 0 over this many epochs (0: off, as in the paper).")
+_define("float", "epsilon", None, "L-inf radius in pixel units of [0, 1] (e.g. 0.3, 8/255 = "
+        "0.0313725); default: the dataset's flagfile.", group="attack",
+        commands=DATA_READERS)
+_define("float", "step_size", None, "PGD step size in pixel units; default: the dataset's "
+        "flagfile.", group="attack", commands=DATA_READERS)
+_define("integer", "attack_steps", None, "PGD steps of the training adversary (analyze: of "
+        "its adversary); default: the dataset's flagfile.", group="attack",
+        commands=RUNS + (ANALYZE,))
+_define("float", "epsilon_warmup_epochs", 0.0, "Ramp the training adversary's epsilon (and "
+        "step) linearly from 0 over this many epochs (0: off, as in the paper).", group="attack",
+        commands=RUNS)
+_define("integer", "val_attack_steps", 0, "PGD steps for validation robust accuracy "
+        "(0: --attack_steps).", group="attack", commands=RUNS)
 
 # ---- training -----------------------------------------------------------------------------
-flags.DEFINE_integer("epochs", None, "Epochs to train.")
-flags.DEFINE_float("learning_rate", None, "Adam learning rate.")
-flags.DEFINE_string("model_dir", None, "Run folder (config, checkpoints, logs, history); "
-                    "default runs/<dataset>_<method>.")
-flags.DEFINE_integer("seed", 0, "Seed of weights, data order, augmentation and random starts.")
-flags.DEFINE_boolean("deterministic", True, "Deterministic TF ops (same seed, same numbers).")
-flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (slower on CPU; "
-                     "needs --nodeterministic).")
+_define("integer", "epochs", None, "Epochs to train; default: the dataset's flagfile.",
+        group="training", commands=RUNS)
+_define("float", "learning_rate", None, "Adam learning rate; default: the dataset's flagfile.",
+        group="training", commands=RUNS)
+_define("integer", "seed", 0, "Seed of weights, data order, augmentation and random starts.",
+        group="training", commands=DATA_READERS,
+        groups={EVALUATE: "attack", ANALYZE: "attack"})
+_define("boolean", "deterministic", True, "Deterministic TF ops (same seed, same numbers).",
+        group="training", commands=RUNS)
+_define("boolean", "jit_compile", False, "XLA-compile the train step (slower on CPU; needs "
+        "--nodeterministic).", group="training", commands=RUNS)
 
 # ---- distribution -------------------------------------------------------------------------
-flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multi_worker"],
-                  "auto: multi_worker when TF_CONFIG names several workers, mirrored when "
-                  "several GPUs are visible, else default. --batch_size is the global batch.")
-flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 with loss scaling on GPUs (logits, "
-                     "losses and attack perturbations stay float32); ignored on CPU.")
-flags.DEFINE_boolean("sync_batchnorm", False, "Batch-norm statistics over all replicas rather "
-                     "than per replica.")
-flags.DEFINE_integer("val_attack_steps", 0, "PGD steps for validation robust accuracy "
-                     "(0: --attack_steps).")
-flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept in the run folder (0: all).")
-flags.DEFINE_string("export_dir", "saved_models", "Where SavedModels are exported.")
-flags.DEFINE_string("export_name", "", "Export folder name (default <dataset>_<method>).")
-flags.DEFINE_integer("analysis_probe", 0, "Record the paper's training analyses (Fig. 4, 9) "
-                     "after every epoch on this many validation examples into "
-                     "<model_dir>/analysis/ (0: off).")
+_define("enum", "strategy", "auto", "auto: multi_worker when TF_CONFIG names several workers, "
+        "mirrored when several GPUs are visible, else default. --batch_size is the global "
+        "batch.", enum_values=["auto", "default", "mirrored", "multi_worker"],
+        group="distribution", commands=RUNS)
+_define("boolean", "mixed_precision", False, "mixed_float16 with loss scaling on GPUs (logits, "
+        "losses and attack perturbations stay float32); ignored on CPU.", group="distribution",
+        commands=RUNS)
+_define("boolean", "sync_batchnorm", False, "Batch-norm statistics over all replicas rather "
+        "than per replica.", group="distribution", commands=RUNS)
+
+# ---- output -------------------------------------------------------------------------------
+_define("string", "model_dir", None, "Run folder (config, checkpoints, logs, history); default "
+        "runs/<dataset>_<method> (tune: runs/<dataset>_<method>_tune; export: the run to "
+        "export).", group="output", commands=RUNS + (EXPORT,))
+_define("integer", "keep_checkpoints", 5, "Checkpoints kept in the run folder (0: all).",
+        group="output", commands=RUNS)
+_define("string", "export_dir", "saved_models", "Where SavedModels are exported (export: "
+        "default the run's own).", group="output", commands=RUNS + (EXPORT,))
+_define("string", "export_name", "", "Export folder name (default <dataset>_<method>; alias "
+        "--name).", group="output", commands=RUNS + (EXPORT,))
+flags.DEFINE_alias("name", "export_name")
+_define("integer", "analysis_probe", 0, "Record the paper's training analyses (Fig. 4, 9) "
+        "after every epoch on this many validation examples into <model_dir>/analysis/ "
+        "(0: off).", group="output", commands=RUNS)
 
 # ---- evaluation ---------------------------------------------------------------------------
-flags.DEFINE_string("model", None, "evaluate: a SavedModel folder (e.g. saved_models/mnist_aalp/1)"
-                    "; serving predict: the served model's name (e.g. mnist_aalp).")
-flags.DEFINE_list("attacks", ["clean", "fgsm", "pgd10", "pgd20", "pgd40", "pgd100", "cw10",
-                              "cw20", "cw40", "cw100"], "evaluate: attacks, comma-separated.")
-flags.DEFINE_integer("restarts", 1, "evaluate: random restarts of PGD, CW, APGD and Square.")
-flags.DEFINE_string("output", None, "evaluate: JSON file for the results (default "
-                    "evaluation/<name>-<version>.json).")
-
-# ---- strong evaluation: sanity checks (issue 7) --------------------------------------------
-flags.DEFINE_boolean("checks", True, "evaluate: sanity checks against false robustness (logits "
-                     "not probabilities, determinism, non-zero gradients, accuracy falling with "
-                     "epsilon, FGSM >= PGD >= APGD, more effort never helping), reported beside "
-                     "the numbers.")
-flags.DEFINE_integer("check_examples", 100, "evaluate: the checks run on the first this many "
-                     "test images.")
+_define("string", "model", None, "evaluate: a SavedModel folder (e.g. saved_models/mnist_aalp/1)"
+        "; serving predict: the served model's name (e.g. mnist_aalp).", group="evaluation",
+        commands=(EVALUATE, SERVING), groups={SERVING: "serving"})
+_define("list", "attacks", ["clean", "fgsm", "pgd10", "pgd20", "pgd40", "pgd100", "cw10", "cw20",
+                            "cw40", "cw100"], "Attacks, comma-separated: clean, fgsm, pgd<k>, "
+        "cw<k>, apgd-ce[<k>], apgd-t[<k>], square[<k>], autoattack[<k>].", group="evaluation",
+        commands=(EVALUATE,))
+_define("integer", "restarts", 1, "Random restarts of PGD, CW, APGD and Square.",
+        group="evaluation", commands=(EVALUATE,))
+_define("boolean", "checks", True, "Sanity checks against false robustness (logits not "
+        "probabilities, determinism, non-zero gradients, accuracy falling with epsilon, FGSM >= "
+        "PGD >= APGD, more effort never helping), reported beside the numbers.",
+        group="evaluation", commands=(EVALUATE,))
+_define("integer", "check_examples", 100, "The checks run on the first this many test images.",
+        group="evaluation", commands=(EVALUATE,))
+_define("string", "output", None, "JSON file for the results (default "
+        "evaluation/<name>-<version>.json).", group="output", commands=(EVALUATE,))
 
 # ---- analysis -----------------------------------------------------------------------------
-flags.DEFINE_list("models", [], "analyze: label:path pairs; a path is a run folder or a "
-                  "SavedModel version folder (e.g. natural:runs/mnist_natural,aalp:"
-                  "saved_models/mnist_aalp/1).")
-flags.DEFINE_string("out", "analysis", "analyze: folder for the figures and tables.")
-flags.DEFINE_list("what", ["all"], "analyze: all, or some of contributions, gradcam, sets, "
-                  "scatter, training.")
-flags.DEFINE_string("cam_layer", "", "analyze: backbone layer for Grad-CAM (default: the last "
-                    "spatial layer, e.g. conv2 of lenet).")
-flags.DEFINE_integer("cam_images", 8, "analyze: test images in the Grad-CAM figure.")
-flags.DEFINE_string("cam_source", "own", "analyze: whose adversarial examples Grad-CAM shows: "
-                    "own (each model attacked itself) or a label from --models.")
+_define("list", "models", [], "label:path pairs; a path is a run folder or a SavedModel version "
+        "folder (e.g. natural:runs/mnist_natural,aalp:saved_models/mnist_aalp/1).",
+        group="analysis", commands=(ANALYZE,))
+_define("list", "what", ["all"], "all, or some of contributions, gradcam, sets, scatter, "
+        "training.", group="analysis", commands=(ANALYZE,))
+_define("string", "cam_layer", "", "Backbone layer for Grad-CAM (default: the last spatial "
+        "layer, e.g. conv2 of lenet).", group="analysis", commands=(ANALYZE,))
+_define("integer", "cam_images", 8, "Test images in the Grad-CAM figure.", group="analysis",
+        commands=(ANALYZE,))
+_define("string", "cam_source", "own", "Whose adversarial examples Grad-CAM shows: own (each "
+        "model attacked itself) or a label from --models.", group="analysis",
+        commands=(ANALYZE,))
+_define("string", "out", "analysis", "Folder for the figures and tables.", group="output",
+        commands=(ANALYZE,))
 
 # ---- tuning -------------------------------------------------------------------------------
-flags.DEFINE_enum("tuner", "random", TUNERS.names(), "tune: KerasTuner's search algorithm.")
-flags.DEFINE_integer("max_trials", 10, "tune: trials of random and bayesian search (hyperband: "
-                     "set by --epochs and --hyperband_factor).")
-flags.DEFINE_enum("objective", "robust", OBJECTIVES.names(), "tune: robust = validation PGD "
-                  "accuracy; tradeoff = harmonic mean of validation clean and PGD accuracy.")
-flags.DEFINE_list("alpha_range", ["0.1", "10"], "tune: LOW,HIGH of alpha, log-uniform.")
-flags.DEFINE_boolean("tune_learning_rate", False, "tune: also search the learning rate.")
-flags.DEFINE_list("learning_rate_range", ["1e-5", "1e-3"], "tune: LOW,HIGH of the learning "
-                  "rate, log-uniform (with --tune_learning_rate).")
-flags.DEFINE_boolean("tune_keep_fraction", False, "tune: also search Guided Dropout's keep "
-                     "fraction.")
-flags.DEFINE_list("keep_fraction_range", ["0.25", "0.75"], "tune: LOW,HIGH of the keep "
-                  "fraction, uniform (with --tune_keep_fraction).")
-flags.DEFINE_integer("hyperband_factor", 3, "tune: Hyperband's reduction factor.")
-flags.DEFINE_boolean("export_best", True, "tune: export the best trial's model at the end.")
+_define("enum", "tuner", "random", "KerasTuner's search algorithm.",
+        enum_values=list(BUILTIN_NAMES["tuner"]), group="tuning", commands=(TUNE,))
+_define("integer", "max_trials", 10, "Trials of random and bayesian search (hyperband: set by "
+        "--epochs and --hyperband_factor).", group="tuning", commands=(TUNE,))
+_define("enum", "objective", "robust", "robust = validation PGD accuracy; tradeoff = harmonic "
+        "mean of validation clean and PGD accuracy.",
+        enum_values=list(BUILTIN_NAMES["objective"]), group="tuning", commands=(TUNE,))
+_define("list", "alpha_range", ["0.1", "10"], "LOW,HIGH of alpha, log-uniform.",
+        group="tuning", commands=(TUNE,))
+_define("boolean", "tune_learning_rate", False, "Also search the learning rate.",
+        group="tuning", commands=(TUNE,))
+_define("list", "learning_rate_range", ["1e-5", "1e-3"], "LOW,HIGH of the learning rate, "
+        "log-uniform (with --tune_learning_rate).", group="tuning", commands=(TUNE,))
+_define("boolean", "tune_keep_fraction", False, "Also search Guided Dropout's keep fraction.",
+        group="tuning", commands=(TUNE,))
+_define("list", "keep_fraction_range", ["0.25", "0.75"], "LOW,HIGH of the keep fraction, "
+        "uniform (with --tune_keep_fraction).", group="tuning", commands=(TUNE,))
+_define("integer", "hyperband_factor", 3, "Hyperband's reduction factor.", group="tuning",
+        commands=(TUNE,))
+_define("boolean", "export_best", True, "Export the best trial's model at the end.",
+        group="tuning", commands=(TUNE,))
 
 # ---- serving (python -m aalp_tf.export, python -m aalp_tf.serving config|predict) -----------
-# export also reads --model_dir, --export_dir and --export_name (alias --name); predict reads
-# --model as the served model's name.
-flags.DEFINE_integer("checkpoint", 0, "export: the epoch whose checkpoint to export (0: the "
-                     "latest).")
-flags.DEFINE_alias("name", "export_name")
-flags.DEFINE_integer("version", None, "export: the version folder to write (default: one past "
-                     "the highest present); predict: the version to ask for (default: latest).")
-flags.DEFINE_list("warmup_batch_sizes", ["1"], "export: a TF Serving warm-up request per "
-                  "signature and batch size (empty: no warm-up file).")
-flags.DEFINE_string("base_path", None, "serving config: the export folder as the server sees it "
-                    "(default: its absolute path; /models inside the tensorflow/serving image).")
-flags.DEFINE_string("server", None, "predict: HOST:PORT of TF Serving (default localhost:8500, "
-                    "with --rest localhost:8501).")
-flags.DEFINE_string("images", None, "predict: .npy file of images [N, H, W, C], float in [0, 1] "
-                    "or uint8.")
-flags.DEFINE_boolean("rest", False, "predict: REST (POST /v1/models/NAME:predict) instead of "
-                     "gRPC.")
-flags.DEFINE_enum("signature", "auto", ["auto"] + SIGNATURES.names(), "predict: the signature; "
-                  "auto: predict_uint8 for uint8 images, else serving_default.")
-flags.DEFINE_float("timeout", 10.0, "predict: seconds to wait for the server.")
+_define("integer", "checkpoint", 0, "The epoch whose checkpoint to export (0: the latest).",
+        group="output", commands=(EXPORT,))
+_define("integer", "version", None, "export: the version folder to write (default: one past "
+        "the highest present); predict: the version to ask for (default: latest).",
+        group="output", commands=(EXPORT, SERVING), groups={SERVING: "serving"})
+_define("list", "warmup_batch_sizes", ["1"], "A TF Serving warm-up request per signature and "
+        "batch size (empty: no warm-up file).", group="output", commands=(EXPORT,))
+_define("string", "base_path", None, "config: the export folder as the server sees it "
+        "(default: its absolute path; /models inside the tensorflow/serving image).",
+        group="serving", commands=(SERVING,))
+_define("string", "server", None, "predict: HOST:PORT of TF Serving (default localhost:8500, "
+        "with --rest localhost:8501).", group="serving", commands=(SERVING,))
+_define("string", "images", None, "predict: .npy file of images [N, H, W, C], float in [0, 1] "
+        "or uint8.", group="serving", commands=(SERVING,))
+_define("boolean", "rest", False, "predict: REST (POST /v1/models/NAME:predict) instead of "
+        "gRPC.", group="serving", commands=(SERVING,))
+_define("enum", "signature", "auto", "predict: the signature; auto: predict_uint8 for uint8 "
+        "images, else serving_default.", enum_values=["auto", *BUILTIN_NAMES["signature"]],
+        group="serving", commands=(SERVING,))
+_define("float", "timeout", 10.0, "predict: seconds to wait for the server.", group="serving",
+        commands=(SERVING,))
 
 FLAGFILE_DIR_ENV = "AALP_FLAGS_DIR"
 
@@ -180,18 +259,71 @@ def with_dataset_flagfile(argv: List[str]) -> List[str]:
     """Puts flags/<dataset>.cfg right after the program name, so the command line wins."""
     dataset = _dataset_from_argv(argv[1:])
     path = flagfile_dir() / f"{dataset}.cfg"
-    if dataset in DATASETS and path.is_file():
+    if dataset in BUILTIN_NAMES["dataset"] and path.is_file():
         return [argv[0], f"--flagfile={path}"] + list(argv[1:])
     return list(argv)
 
 
-def parse_flags(argv: List[str]) -> List[str]:
-    """absl flags_parser: dataset flagfile first; a bad flag is one line and exit status 2."""
+HELP_ARGS = ("--help", "-h", "-?", "--helpshort")
+
+
+_PLACEHOLDERS = {"int": "N", "float": "NUMBER", "string": "TEXT"}
+
+
+def _usage(flag) -> str:
+    """`--name=PLACEHOLDER (default: D)`, or `--[no]name (default: true)` for a boolean."""
+    if flag.boolean:
+        return f"--[no]{flag.name} (default: {'true' if flag.default else 'false'})"
+    values = getattr(flag.parser, "enum_values", None)
+    shape = "|".join(values) if values else _PLACEHOLDERS.get(flag.flag_type(), "A,B,...")
+    default = (flag.default_as_str or "none").strip("'") or "''"
+    return f"--{flag.name}={shape} (default: {default})"
+
+
+def help_text(command: str, doc: str) -> str:
+    """The command's docstring, then its own flags by group, each with its default."""
+    lines = [(doc or "").strip(), ""]
+    shown = _SHOWN.get(command, {})
+    for group in [g for g in HELP_GROUPS if g in shown]:
+        lines.append(f"{group}:")
+        for name in shown[group]:
+            lines.append(f"  {_usage(FLAGS[name])}")
+            # absl starts an enum's help with its values, which the usage line already shows.
+            text = re.sub(r"^<[^>]*>: ", "", FLAGS[name].help)
+            lines += textwrap.wrap(text, width=96, initial_indent=" " * 6,
+                                   subsequent_indent=" " * 6)
+        lines.append("")
+    lines.append("Flags may also come from a file: --flagfile=FILE. TensorFlow's and absl's own "
+                 "flags: --helpfull.")
+    return "\n".join(lines)
+
+
+def parse_flags(argv: List[str], *, command: str = "", doc: str = "") -> List[str]:
+    """absl flags_parser: --help first (no TensorFlow needed), the dataset's flagfile next; a
+    bad flag is one line and exit status 2."""
+    if command and any(arg in HELP_ARGS for arg in argv[1:]):
+        try:
+            print(help_text(command, doc), flush=True)
+        except BrokenPipeError:  # `--help | head` closed the pipe: nothing is wrong
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     try:
         return FLAGS(with_dataset_flagfile(argv))
     except flags.Error as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def import_modules(names) -> None:
+    """--imports: the user's modules, imported before any registry is read."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # a user's module can fail in any way: one line, not a trace
+            kind = type(err).__name__
+            raise UsageError(f"--imports: module {name!r} could not be imported ({kind}: "
+                             f"{err}); accepted: importable module names, e.g. "
+                             "my_project.methods") from None
 
 
 def _required(name: str):
@@ -203,7 +335,9 @@ def _required(name: str):
 
 
 def data_config() -> cfglib.DataConfig:
-    dataset = _required("dataset")
+    from aalp_tf.data.datasets import DATASETS
+
+    dataset = DATASETS.get(_required("dataset")).name
     augment = {"auto": None, "on": True, "off": False}[FLAGS.augment]
     return cfglib.DataConfig(dataset=dataset, source_dir=FLAGS.source_dir,
                              data_dir=FLAGS.data_dir, train_examples=FLAGS.train_examples,
@@ -218,11 +352,19 @@ def attack_config() -> cfglib.AttackConfig:
 
 
 def config_from_flags() -> cfglib.RunConfig:
-    """The training config, validated."""
+    """The training config, validated (names checked against the registries, after the
+    modules in --imports have registered theirs)."""
+    import_modules(FLAGS.imports)
+    from aalp_tf.data.datasets import DATASETS
+    from aalp_tf.methods import METHODS
+    from aalp_tf.models import BACKBONES
+
     data = data_config()
     architecture = FLAGS.architecture
     if architecture == "auto":
         architecture = DATASETS.get(data.dataset).default_model
+    BACKBONES.get(architecture)
+    METHODS.get(FLAGS.method)
     method = cfglib.MethodConfig(name=FLAGS.method, alpha=FLAGS.alpha,
                                  trades_beta=FLAGS.trades_beta,
                                  guided_dropout=FLAGS.guided_dropout)
@@ -335,8 +477,13 @@ def predict_config_from_flags() -> cfglib.PredictConfig:
 # ---- running a command -------------------------------------------------------------------
 
 
-def run(main) -> None:
-    """absl's app.run with our flag parser; UsageError and Ctrl-C end in one line, no traceback."""
+def run(main, command: str) -> None:
+    """absl's app.run with our flag parser; UsageError and Ctrl-C end in one line, no traceback.
+
+    Args:
+      main: the command's main(argv).
+      command: its name (train, evaluate, ...): --help lists the flags it reads.
+    """
 
     def guarded(argv):
         if logging.get_verbosity() == logging.INFO:  # absl's default: TF's savers chatter at INFO
@@ -351,10 +498,11 @@ def run(main) -> None:
                   "command again to resume", file=sys.stderr)
             sys.exit(130)
 
-    app.run(guarded, flags_parser=parse_flags)
+    doc = sys.modules[main.__module__].__doc__
+    app.run(guarded, flags_parser=functools.partial(parse_flags, command=command, doc=doc))
 
 
 def reject_positional(argv) -> None:
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}; every option is a --flag "
-                         "(see --helpshort)")
+                         "(see --help)")

@@ -97,6 +97,11 @@ class RunConfig:
     attack: AttackConfig
     train: TrainConfig
 
+    @property
+    def export_name(self) -> str:
+        """The model folder of the run's exports: --export_name, or <dataset>_<method>."""
+        return self.train.export_name or f"{self.data.dataset}_{self.method.name}"
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
@@ -247,7 +252,7 @@ class TuneConfig:
       run: the base run; each trial is this run with the searched values put in. Its
         train.model_dir is the search folder (the tuner's folder and every trial's run folder
         live under it).
-      tuner: random, bayesian or hyperband (aalp_tf.tuning.search_space.TUNERS).
+      tuner: random, bayesian or hyperband (aalp_tf.tuning.tuners.TUNERS).
       objective: robust or tradeoff (aalp_tf.tuning.search_space.OBJECTIVES), on the validation slice.
       max_trials: trials of random and bayesian search; Hyperband's count follows from
         run.train.epochs (its max_epochs) and hyperband_factor.

@@ -1,4 +1,4 @@
-"""Evaluate a SavedModel under attacks, through its serving signature alone.
+r"""Evaluate a SavedModel under attacks, through its serving signature alone.
 
     python -m aalp_tf.evaluate --model=saved_models/mnist_aalp/1 --dataset=mnist \
         --attacks=clean,fgsm,pgd10,pgd20,pgd40,pgd100,cw10,cw20,cw40,cw100
@@ -45,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, "evaluate")

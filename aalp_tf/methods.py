@@ -53,29 +53,30 @@ def _madry(*, logits, labels, cfg: MethodConfig):
     return ce, {"ce_adv": ce}
 
 
-def _pairing(*, logits, labels, cfg: MethodConfig, adaptive: bool):
-    """Eq. 10: 0.5·(CE_clean + CE_adv) + alpha · ALP term.
-
-    The ALP term is Eq. 1 for ALP, and Eq. 9 (Eq. 1 × the clean true-class probability, no
-    gradient through the weight) for the adaptive variants.
-    """
-    ce_clean = losses.cross_entropy(logits=logits[CLEAN], labels=labels)
-    ce_adv = losses.cross_entropy(logits=logits[ADV], labels=labels)
-    pairing = losses.alp(clean_logits=logits[CLEAN], adv_logits=logits[ADV])  # Eq. 1
-    logs = {"ce_clean": ce_clean, "ce_adv": ce_adv, "alp": pairing}
-    if adaptive:
-        weight = losses.adaptive_weight(clean_logits=logits[CLEAN], labels=labels)  # Eq. 9
-        pairing = weight * pairing
-        logs["weight"] = weight
-    return 0.5 * (ce_clean + ce_adv) + cfg.alpha * pairing, logs  # Eq. 10
+def _pairing(*, logits, labels, cfg: MethodConfig, term):
+    """Eq. 10: 0.5·(CE_clean + CE_adv) + alpha · pairing term, which logs the unweighted ALP
+    loss (Eq. 1) beside it."""
+    clean, adv = logits[CLEAN], logits[ADV]
+    ce_clean = losses.cross_entropy(logits=clean, labels=labels)
+    ce_adv = losses.cross_entropy(logits=adv, labels=labels)
+    logs = {"ce_clean": ce_clean, "ce_adv": ce_adv,
+            "alp": losses.alp(clean_logits=clean, adv_logits=adv)}
+    return 0.5 * (ce_clean + ce_adv) + cfg.alpha * term, logs  # Eq. 10
 
 
 def _alp(*, logits, labels, cfg):
-    return _pairing(logits=logits, labels=labels, cfg=cfg, adaptive=False)
+    """Kannan et al.'s ALP: the pairing term is Eq. 1."""
+    term = losses.alp(clean_logits=logits[CLEAN], adv_logits=logits[ADV])
+    return _pairing(logits=logits, labels=labels, cfg=cfg, term=term)
 
 
 def _adaptive_alp(*, logits, labels, cfg):
-    return _pairing(logits=logits, labels=labels, cfg=cfg, adaptive=True)
+    """AALP's adaptive sample weighting: the pairing term is Eq. 9, Eq. 1 × the clean
+    true-class probability (no gradient through the weight)."""
+    term = losses.adaptive_alp(clean_logits=logits[CLEAN], adv_logits=logits[ADV], labels=labels)
+    loss, logs = _pairing(logits=logits, labels=labels, cfg=cfg, term=term)
+    logs["weight"] = losses.adaptive_weight(clean_logits=logits[CLEAN], labels=labels)
+    return loss, logs
 
 
 def _trades(*, logits, labels, cfg: MethodConfig):

@@ -16,7 +16,8 @@ import dataclasses
 import json
 import os
 import pathlib
-from typing import List, Optional
+import re
+from typing import Dict, List, NamedTuple, Optional
 
 import keras
 import tensorflow as tf
@@ -24,12 +25,14 @@ import tensorflow as tf
 from aalp_tf import distribution
 from aalp_tf.config import RunConfig
 from aalp_tf.errors import UsageError
+from aalp_tf.registry import Registry
+from aalp_tf.trainer import build_model
 
 # Fields that may change between a run and its continuation: more epochs, other file locations.
-_MAY_CHANGE = {("train", "epochs"), ("data", "source_dir"), ("data", "data_dir"),
-               ("train", "export_dir"), ("train", "keep_checkpoints"),
-               ("train", "analysis_probe"),  # the probe only reads the model
-               ("train", "strategy")}  # a run may resume on another machine
+_MAY_CHANGE = {"train.epochs", "data.source_dir", "data.data_dir", "train.export_dir",
+               "train.keep_checkpoints",
+               "train.analysis_probe",  # the probe only reads the model
+               "train.strategy"}  # a run may resume on another machine
 
 
 def write_atomically(path: pathlib.Path, text: str) -> None:
@@ -39,14 +42,44 @@ def write_atomically(path: pathlib.Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _differences(old: dict, new: dict) -> List[str]:
-    found = []
-    for part, fields in new.items():
-        for field, value in fields.items():
-            before = old.get(part, {}).get(field)
-            if before != value and (part, field) not in _MAY_CHANGE:
-                found.append(f"{part}.{field}: {before!r} -> {value!r}")
-    return found
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_same_settings(path: pathlib.Path, settings: dict, *, may_change, folder: str,
+                        kind: str, accepted: str) -> None:
+    """Refuses, in one line, settings other than those recorded in `path` (a JSON file).
+
+    Settings are compared field by field (nested dicts as dotted names); the fields in
+    `may_change` may differ, and a field the recorded file lacks is not a difference: it did
+    not exist when the folder was written, so its default stands.
+
+    Args:
+      path: the recorded settings; nothing is checked when it does not exist yet.
+      settings: the new settings (a dataclasses.asdict tree).
+      may_change: dotted names that may differ.
+      folder: the folder the user named (for the message).
+      kind: what the folder holds, e.g. "a run".
+      accepted: what the user may do instead.
+    """
+    if not path.exists():
+        return
+    try:
+        old = _flat(json.loads(path.read_text()))
+    except ValueError:
+        raise UsageError(f"{path} is not valid JSON; move {folder} away or pass another "
+                         "folder") from None
+    changed = [f"{key}: {old[key]!r} -> {value!r}" for key, value in _flat(settings).items()
+               if key in old and old[key] != value and key not in may_change]
+    if changed:
+        raise UsageError(f"{folder} holds {kind} with other settings ({'; '.join(changed[:3])}"
+                         f"); accepted: {accepted}")
 
 
 class RunFolder:
@@ -65,18 +98,49 @@ class RunFolder:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"--model_dir {self.root} is a file; accepted: a folder "
                              "(new or holding an earlier run)")
-        if not self.config_path.exists():
-            return
+        check_same_settings(self.config_path, dataclasses.asdict(cfg), may_change=_MAY_CHANGE,
+                            folder=f"--model_dir {self.root}", kind="a run",
+                            accepted="the same settings to resume it, or a new --model_dir")
+
+    def read_config(self) -> RunConfig:
+        """The run's config.json, or one line saying the folder holds no run."""
+        if not self.config_path.is_file():
+            raise UsageError(f"--model_dir {self.root} holds no run (no config.json); accepted: "
+                             "a run folder written by python -m aalp_tf.train")
         try:
-            old = json.loads(self.config_path.read_text())
-        except ValueError:
-            raise UsageError(f"{self.config_path} is not valid JSON; move the run folder "
-                             "away or pass another --model_dir") from None
-        changed = _differences(old, dataclasses.asdict(cfg))
-        if changed:
-            raise UsageError(f"--model_dir {self.root} holds a run with other settings "
-                             f"({'; '.join(changed[:3])}); accepted: the same settings to "
-                             "resume it, or a new --model_dir")
+            return RunConfig.from_json(self.config_path.read_text())
+        except json.JSONDecodeError:
+            raise UsageError(f"{self.config_path} is not valid JSON; accepted: the config.json "
+                             "written by python -m aalp_tf.train") from None
+
+    def epoch_checkpoints(self) -> Dict[int, str]:
+        """Epoch -> checkpoint prefix, for every checkpoint the folder still keeps."""
+        state = tf.train.get_checkpoint_state(str(self.checkpoints))
+        paths = list(state.all_model_checkpoint_paths) if state else []
+        found = {}
+        for path in paths:
+            match = re.search(r"ckpt-(\d+)$", path)
+            if match and tf.io.gfile.exists(path + ".index"):
+                found[int(match[1])] = path
+        return found
+
+    def restore_weights(self, model: keras.Model, epoch: int = 0) -> int:
+        """Loads the model's weights of `epoch` (0: the latest checkpoint); returns that epoch.
+
+        The model alone: an export or an analysis has no use for the optimizer's slots, and a
+        mixed-precision run's optimizer has another structure than the one build_model makes.
+        """
+        kept = self.epoch_checkpoints()
+        if not kept:
+            raise UsageError(f"--model_dir {self.root} has no checkpoint yet; accepted: a run "
+                             "folder with at least one completed epoch")
+        epoch = epoch or max(kept)
+        if epoch not in kept:
+            raise UsageError(f"--checkpoint={epoch}: {self.checkpoints} keeps no checkpoint of "
+                             f"that epoch; accepted: one of {sorted(kept)} (0: the latest)")
+        tf.train.Checkpoint(model=model).restore(kept[epoch]).expect_partial(
+            ).assert_existing_objects_matched()
+        return epoch
 
     def write_config(self, cfg: RunConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -150,3 +214,27 @@ class EpochCheckpoint(keras.callbacks.Callback):
         entry.update({k: float(v) for k, v in (logs or {}).items()})
         self.history.append(entry)
         write_atomically(self.run.history_path, json.dumps(self.history, indent=1))
+
+
+class RunModel(NamedTuple):
+    """A run's model rebuilt from its folder: the model, the run's config and the epoch loaded."""
+
+    model: keras.Model
+    config: RunConfig
+    epoch: int
+
+
+def model_from_run(model_dir: str, *, datasets: Registry, epoch: int = 0) -> RunModel:
+    """The one way to rebuild a run's model: its config.json, then the checkpoint of `epoch`.
+
+    Args:
+      model_dir: the run folder.
+      datasets: the dataset registry (aalp_tf.data.datasets.DATASETS), passed in because the
+        core never imports a subpackage: the run's dataset gives the model its input shape,
+        classes and normalisation.
+      epoch: the epoch to load (0: the latest kept).
+    """
+    run = RunFolder(model_dir)
+    cfg = run.read_config()
+    model = build_model(cfg, datasets.get(cfg.data.dataset))
+    return RunModel(model, cfg, run.restore_weights(model, epoch))

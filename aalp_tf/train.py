@@ -5,16 +5,17 @@ command line wins. Rerunning the same command resumes the run folder where it st
 """
 import sys
 
-import tensorflow as tf
-
 from aalp_tf import cli
 from aalp_tf.cli import config_from_flags
-from aalp_tf.experiment.training import train
 
 
 def main(argv):
     cli.reject_positional(argv)
     cfg = config_from_flags()
+    import tensorflow as tf  # after flag parsing: --help needs no TensorFlow
+
+    from aalp_tf.experiment.training import train
+
     try:
         result = train(cfg)
     except tf.errors.UnavailableError as err:  # a peer worker died (multi-worker runs)
@@ -28,4 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, "train")

@@ -29,10 +29,15 @@ class AdversarialModel(keras.Model):
       keep_fraction, gd_rescale: GuidedDropout's arguments.
       seed: base of the stateless seeds of the adversary's random starts.
       val_attack_steps: PGD steps for validation robust accuracy (0: attack.steps).
+      epsilon_warmup_steps: the training adversary's epsilon (and step) ramp up linearly from 0
+        over this many optimizer steps (0: off, as in the paper). Counted in steps, which the
+        optimizer knows however `fit` is called; `build_model` turns the config's epochs into
+        steps.
     """
 
     def __init__(self, *, backbone, num_classes, method: MethodConfig, attack: AttackConfig,
-                 keep_fraction=0.5, gd_rescale=False, seed=0, val_attack_steps=0, **kwargs):
+                 keep_fraction=0.5, gd_rescale=False, seed=0, val_attack_steps=0,
+                 epsilon_warmup_steps=0, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.guided_dropout = GuidedDropout(keep_fraction, rescale=gd_rescale,
@@ -45,7 +50,7 @@ class AdversarialModel(keras.Model):
         self.use_guided_dropout = self.method.guided_dropout or method.guided_dropout
         self.seed = int(seed)
         self.val_attack_steps = int(val_attack_steps) or attack.steps
-        self.steps_per_epoch = None  # set by training.train; the epsilon warm-up needs it
+        self.epsilon_warmup_steps = int(epsilon_warmup_steps)
         self._train_trackers = {"loss": keras.metrics.Mean(name="loss")}
         if CLEAN in self.method.branches:
             self._train_trackers["clean_accuracy"] = keras.metrics.SparseCategoricalAccuracy(
@@ -55,8 +60,10 @@ class AdversarialModel(keras.Model):
                 name="adv_accuracy")
         for name in self.method.logs:
             self._train_trackers[name] = keras.metrics.Mean(name=name)
+        # Validation logs the clean cross-entropy under its own name: `loss` is the method's
+        # loss, which validation does not compute.
         self._val_trackers = {
-            "loss": keras.metrics.Mean(name="loss"),
+            "ce_clean": keras.metrics.Mean(name="ce_clean"),
             "clean_accuracy": keras.metrics.SparseCategoricalAccuracy(name="clean_accuracy"),
             "robust_accuracy": keras.metrics.SparseCategoricalAccuracy(name="robust_accuracy"),
         }
@@ -123,11 +130,17 @@ class AdversarialModel(keras.Model):
         """Eq. 7 over every example of the step, all branches pooled; mean across replicas.
 
         Only the logits layer runs here: the backbone's features are inputs to this pass, so
-        its cost is one dense layer forward and backward.
+        its cost is one dense layer forward and backward. The features are watched in float32
+        and go straight to the float32 logits layer (Guided Dropout without a contribution is
+        the identity, and its float16 autocast would undo the cast): under mixed precision,
+        float16 gradients of small products underflow to zero and features tie at the median.
         """
+        features = {b: tf.cast(f, tf.float32) for b, f in features.items()}
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(features)
-            per_example, _, _ = self.branch_loss(features, labels)
+            logits = {b: self.classifier(f) for b, f in features.items()}
+            per_example, _ = self.method.loss(logits=logits, labels=labels,
+                                              cfg=self.method_config)
             total = tf.reduce_sum(per_example)
         grads = tape.gradient(total, features)
         branches = list(features)
@@ -140,12 +153,11 @@ class AdversarialModel(keras.Model):
 
     def warmup_scale(self):
         """Share of epsilon the training adversary uses at this step: a linear ramp from 0 over
-        `attack.warmup_epochs` epochs (not in the paper; off by default), then 1."""
-        warmup_steps = self.attack_config.warmup_epochs * (self.steps_per_epoch or 0)
-        if warmup_steps <= 0:
+        `epsilon_warmup_steps` steps (not in the paper; off by default), then 1."""
+        if self.epsilon_warmup_steps <= 0:
             return 1.0
         step = tf.cast(self.optimizer.iterations + 1, tf.float32)
-        return tf.minimum(1.0, step / float(warmup_steps))
+        return tf.minimum(1.0, step / float(self.epsilon_warmup_steps))
 
     def branch_inputs(self, images, labels):
         inputs = {}
@@ -201,7 +213,7 @@ class AdversarialModel(keras.Model):
         adv = self.adversarial_examples(images, labels, steps=self.val_attack_steps,
                                         seed=(self.seed + 1, 0))
         adv_logits = self(adv, training=False)
-        self._val_trackers["loss"].update_state(
+        self._val_trackers["ce_clean"].update_state(
             losses.cross_entropy(logits=clean_logits, labels=labels))
         self._val_trackers["clean_accuracy"].update_state(labels, clean_logits)
         self._val_trackers["robust_accuracy"].update_state(labels, adv_logits)
@@ -233,12 +245,14 @@ class AdversarialModel(keras.Model):
         return results
 
 
-def build_model(cfg: RunConfig, spec) -> AdversarialModel:
+def build_model(cfg: RunConfig, spec, *, steps_per_epoch: int = 0) -> AdversarialModel:
     """The model the trainer trains (and the tuner tunes), compiled with Adam.
 
     Args:
       cfg: the run's config.
       spec: the dataset's DatasetSpec (image shape, classes, normalisation).
+      steps_per_epoch: training steps per epoch, which turn the epsilon warm-up's epochs into
+        steps; 0 (a model rebuilt for inference, export or analysis) leaves the warm-up off.
     """
     backbone = BACKBONES.get(cfg.model.name)(input_shape=spec.image_shape, mean=spec.mean,
                                              std=spec.std, width=cfg.model.width,
@@ -247,6 +261,7 @@ def build_model(cfg: RunConfig, spec) -> AdversarialModel:
                              attack=cfg.attack, keep_fraction=cfg.model.keep_fraction,
                              gd_rescale=cfg.model.gd_rescale, seed=cfg.train.seed,
                              val_attack_steps=cfg.train.val_attack_steps,
+                             epsilon_warmup_steps=round(cfg.attack.warmup_epochs * steps_per_epoch),
                              name=f"{cfg.data.dataset}_{cfg.method.name}")
     model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate),
                   jit_compile=cfg.train.jit_compile)

@@ -26,9 +26,14 @@ def mnist_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["--dataset=imagenet"], "error: flag --dataset=imagenet: value should be one of "
-                             "<cifar10|mnist|svhn>"),
-    (["--dataset=mnist", "--method=alpp"], "error: flag --method=alpp: value should be one of"),
+    (["--dataset=imagenet"], "error: unknown dataset: received 'imagenet'; accepted: cifar10, "
+                             "mnist, svhn"),
+    (["--dataset=mnist", "--method=alpp"], "error: unknown method: received 'alpp'; accepted: "
+                                           "aalp, aalp_gd, aalp_sw, alp, madry, natural, trades"),
+    (["--dataset=mnist", "--architecture=vgg"], "error: unknown model: received 'vgg'; accepted:"),
+    (["--dataset=mnist", "--imports=no_such_module_here"], "error: --imports: module "
+                                                          "'no_such_module_here' could not be "
+                                                          "imported (ModuleNotFoundError"),
     (["--dataset=mnist", "--epsilon=3"], "error: --epsilon must be in (0, 1] (pixel units, e.g. "
                                          "0.3 or 8/255); received: 3.0"),
     (["--dataset=mnist", "--source_dir=/nonexistent"], "error: --source_dir /nonexistent"),
@@ -40,11 +45,68 @@ def test_train_rejects_bad_input_in_one_line(tmp_path, args, expected):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("ckpt*"))
 
 
+KEY_FLAGS = {
+    "train": ["--dataset", "--method", "--epsilon", "--epochs", "--model_dir", "--export_dir"],
+    "evaluate": ["--model", "--dataset", "--attacks", "--restarts", "--checks", "--output"],
+    "tune": ["--dataset", "--method", "--tuner", "--max_trials", "--alpha_range", "--objective"],
+    "analyze": ["--models", "--dataset", "--what", "--out", "--cam_layer"],
+    "export": ["--model_dir", "--checkpoint", "--export_dir", "--version"],
+    "serving": ["--server", "--model", "--images", "--rest", "--base_path"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(KEY_FLAGS))
+def test_help_lists_the_commands_own_flags_by_group_without_tensorflow(tmp_path, name):
+    module = "serving" if name == "serving" else name
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", f"aalp_tf.{module}",
+                             "--help"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for flag in KEY_FLAGS[name]:
+        assert f"\n  {flag}=" in out or f"\n  --[no]{flag[2:]} " in out, (flag, out)
+    assert "(default: " in out and "--helpfull" in out
+    groups = [line[:-1] for line in out.splitlines() if line.endswith(":") and " " not in line]
+    assert groups and set(groups) <= {"data", "model", "method", "attack", "training",
+                                      "distribution", "evaluation", "analysis", "tuning",
+                                      "serving", "output"}, groups
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert imported and not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
+
+
+def test_help_of_train_leaves_other_commands_flags_out(tmp_path):
+    out = command("train", "--help", cwd=tmp_path).stdout
+    assert "--max_trials" not in out and "--attacks=" not in out and "--cam_layer" not in out
+    assert out.index("\ndata:") < out.index("\nmodel:") < out.index("\nmethod:") < \
+        out.index("\nattack:") < out.index("\ntraining:") < out.index("\noutput:")
+    assert "  --epochs=N (default: none)" in out
+    assert "  --[no]deterministic (default: true)" in out
+
+
+def test_the_help_lists_of_names_are_the_registries(tmp_path):
+    from aalp_tf import cli
+    from aalp_tf.data.datasets import DATASETS
+    from aalp_tf.methods import METHODS
+    from aalp_tf.models import BACKBONES
+    from aalp_tf.serving.saved_model import SIGNATURES
+    from aalp_tf.tuning.search_space import OBJECTIVES
+    from aalp_tf.tuning.tuners import TUNERS
+    registries = {"dataset": DATASETS, "method": METHODS, "architecture": BACKBONES,
+                  "tuner": TUNERS, "objective": OBJECTIVES, "signature": SIGNATURES}
+    assert {k: tuple(r.names()) for k, r in registries.items()} == cli.BUILTIN_NAMES
+
+
 def test_train_then_evaluate_end_to_end(tmp_path, mnist_dir):
     trained = command("train", "--dataset=mnist", "--method=aalp", f"--source_dir={mnist_dir}",
                       "--epochs=1", *TINY_RUN, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     assert "exported SavedModel: saved_models/mnist_aalp/1" in trained.stdout
+    # stdout is a pipe here: plain lines, one per epoch, no progress bar's control characters
+    assert not any(c in trained.stdout for c in "\r\b\x1b"), repr(trained.stdout[:300])
+    epoch_lines = [line for line in trained.stdout.splitlines() if " - val_robust_accuracy: " in line]
+    assert len(epoch_lines) == 1 and epoch_lines[0].startswith("3/3 - "), trained.stdout
     config = json.loads((tmp_path / "runs/mnist_aalp/config.json").read_text())
     assert config["attack"] == {"epsilon": 0.3, "step_size": 0.01, "steps": 2,
                                 "random_start": True, "warmup_epochs": 0.0}  # flagfile, then CLI
@@ -55,6 +117,10 @@ def test_train_then_evaluate_end_to_end(tmp_path, mnist_dir):
                         "--batch_size=32", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "| model | clean | fgsm | pgd3 | cw3 |" in evaluated.stdout
+    assert not any(c in evaluated.stdout for c in "\r\b\x1b")
+    progress = [line for line in evaluated.stdout.splitlines() if line.startswith("batch ")]
+    assert [line.split(" (")[0] for line in progress] == ["batch 1/2", "batch 2/2"], progress
+    assert progress[1].startswith("batch 2/2 (64 examples, ") and "pgd3 " in progress[1]
     record = json.loads((tmp_path / "evaluation/mnist_aalp-1.json").read_text())
     assert record["examples"] == 64 and record["epsilon"] == 0.3
     assert set(record["accuracy"]) == {"clean", "fgsm", "pgd3", "cw3"}

@@ -43,9 +43,10 @@ def test_training_figures(tmp_path):
     assert_sensible_png(figures.set_curves(curves, tmp_path / "alp.png"))
     per_model = {m: [(x["epoch"], x["contribution"]) for x in r] for m, r in runs.items()}
     assert_sensible_png(figures.contribution_over_training(per_model, tmp_path / "c.png"))
-    history = [{"epoch": e, "val_loss": 1 / e, "val_clean_accuracy": 0.5 + e / 10,
+    history = [{"epoch": e, "val_ce_clean": 1 / e, "val_clean_accuracy": 0.5 + e / 10,
                 "val_robust_accuracy": e / 10} for e in range(1, 4)]
-    assert_sensible_png(figures.training_curves({"alp": history, "aalp": history},
+    older = [dict(h, val_loss=h.pop("val_ce_clean")) for h in [dict(x) for x in history]]
+    assert_sensible_png(figures.training_curves({"alp": history, "aalp (older run)": older},
                                                 tmp_path / "t.png"))
 
 

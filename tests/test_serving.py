@@ -70,7 +70,7 @@ def run_command(argv, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["serving", *argv])
     capsys.readouterr()
     try:
-        cli.run(serving_command.main)
+        cli.run(serving_command.main, "serving")
         code = 0
     except SystemExit as exit_:
         code = exit_.code or 0

@@ -34,7 +34,8 @@ def test_each_method_trains_end_to_end(tmp_path, method):
     history = model.fit(x, y, batch_size=32, epochs=1, verbose=0, validation_data=(x, y))
     logs = {k: v[-1] for k, v in history.history.items()}
     assert np.isfinite(logs["loss"])
-    assert {"val_clean_accuracy", "val_robust_accuracy", "val_loss"} <= set(logs)
+    assert {"val_clean_accuracy", "val_robust_accuracy", "val_ce_clean"} <= set(logs)
+    assert "val_loss" not in logs  # the method's loss is not what validation measures
     assert set(METHODS.get(method).logs) <= set(logs)
     changed = [not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables)]
     assert all(changed)
@@ -129,3 +130,44 @@ def test_mixed_precision_keeps_logits_losses_and_perturbations_in_float32(tmp_pa
                    for b, v in zip(before, model.trainable_variables))
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_the_epsilon_warmup_is_counted_in_steps_whoever_calls_fit(tmp_path):
+    """The ramp lives in the model (its constructor's steps), not in a caller's attribute: a
+    plain `fit` ramps too."""
+    cfg = tiny_config(tmp_path / "run", "madry")
+    cfg = cfg.replace(attack=cfg.attack.__class__(**{**cfg.attack.__dict__, "warmup_epochs": 2}))
+    model = build_model(cfg, SPEC, steps_per_epoch=3)
+    assert model.epsilon_warmup_steps == 6
+    scales = []
+    for step in range(8):
+        model.optimizer.iterations.assign(step)
+        scales.append(float(model.warmup_scale()))
+    np.testing.assert_allclose(scales, [1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1, 1, 1], rtol=1e-6)
+    x, y = batch(32)
+    model.optimizer.iterations.assign(0)
+    inputs = model.branch_inputs(x, y)  # the first step's adversary: epsilon / 6
+    reach = float(tf.reduce_max(tf.abs(inputs["adv"] - x)))
+    assert 0 < reach <= cfg.attack.epsilon / 6 + 1e-6
+    assert build_model(cfg, SPEC).epsilon_warmup_steps == 0  # rebuilt for inference: no ramp
+
+
+def test_the_contribution_pass_takes_float32_gradients_of_float16_features(tmp_path,
+                                                                         monkeypatch):
+    """Mixed precision hands the pass float16 features; its gradients must be float32, where
+    small products do not underflow to ties at the median."""
+    from aalp_tf import trainer
+    seen = []
+
+    def spy(*, gradients, features):
+        seen.append((gradients.dtype, features.dtype))
+        return trainer.feature_contribution.__wrapped__(gradients=gradients, features=features)
+
+    spy.__wrapped__ = trainer.feature_contribution
+    monkeypatch.setattr(trainer, "feature_contribution", spy)
+    model = tiny_model(tmp_path, "aalp")
+    x, y = batch(16)
+    half = tf.cast(model.backbone(x), tf.float16)
+    scores = model.contribution({"clean": half, "adv": half}, y)
+    assert seen == [(tf.float32, tf.float32)]
+    assert scores.dtype == tf.float32

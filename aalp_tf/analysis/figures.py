@@ -213,17 +213,20 @@ def contribution_over_training(per_model: Dict[str, List[tuple]], path, *, bins=
     return _save(fig, path)
 
 
-_CURVES = (("val_loss", "validation loss (clean CE)"),
-           ("val_clean_accuracy", "validation clean accuracy"),
-           ("val_robust_accuracy", "validation PGD accuracy"))
+# Each curve's history keys, newest first: runs written before the validation loss was named
+# val_ce_clean logged it as val_loss.
+_CURVES = ((("val_ce_clean", "val_loss"), "validation loss (clean CE)"),
+           (("val_clean_accuracy",), "validation clean accuracy"),
+           (("val_robust_accuracy",), "validation PGD accuracy"))
 
 
 def training_curves(histories: Dict[str, List[dict]], path) -> pathlib.Path:
     """Fig. 12: validation loss, clean and adversarial accuracy per epoch, a line per model."""
     fig, axes = _panels(3, title="Convergence: loss and accuracy over training (Fig. 12)")
-    for ax, (key, label) in zip(axes, _CURVES):
+    for ax, (keys, label) in zip(axes, _CURVES):
         for model, history in histories.items():
-            points = [(h["epoch"], h[key]) for h in history if key in h]
+            points = [(h["epoch"], next(h[k] for k in keys if k in h)) for h in history
+                      if any(k in h for k in keys)]
             if points:
                 ax.plot(*zip(*points), marker="o", markersize=3, label=model)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -15,7 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from aalp_tf.serving import saved_model
+from aalp_tf import runs
 from aalp_tf.config import RunConfig
+from aalp_tf.data.datasets import DATASETS
 from aalp_tf.errors import UsageError
 from aalp_tf.trainer import build_model
 
@@ -61,14 +63,8 @@ def _run_config(text: str, where: pathlib.Path, dataset: str) -> RunConfig:
 
 
 def _from_run_folder(name: str, root: pathlib.Path, spec) -> ModelSource:
-    cfg = _run_config((root / "config.json").read_text(), root, spec.name)
-    latest = tf.train.latest_checkpoint(str(root / "checkpoints"))
-    if latest is None:
-        raise UsageError(f"--models: run folder {root} has no checkpoint yet; accepted: a run "
-                         "folder with at least one completed epoch")
-    model = build_model(cfg, spec)
-    tf.train.Checkpoint(model=model).restore(latest).expect_partial(
-        ).assert_existing_objects_matched()
+    _run_config((root / "config.json").read_text(), root, spec.name)  # the dataset must match
+    model = runs.model_from_run(str(root), datasets=DATASETS).model
     return ModelSource(name=name, path=root, logits_fn=model.inference_logits, model=model,
                        run_dir=root)
 

@@ -13,7 +13,6 @@ import pathlib
 from typing import Callable, Dict, List
 
 import numpy as np
-import tensorflow as tf
 
 from aalp_tf.analysis import figures, model_sources, probes, quantities, tables, training_probe
 from aalp_tf.config import AnalysisConfig
@@ -128,21 +127,20 @@ def _scatter(ctx: Context, sources) -> List[pathlib.Path]:
 
 def _records_from_checkpoints(ctx: Context, source) -> List[dict]:
     """Fig. 4 / Fig. 9 points from the checkpoints a run folder kept, on the analysis images."""
-    state = tf.train.get_checkpoint_state(str(source.run_dir / "checkpoints"))
-    paths = list(state.all_model_checkpoint_paths) if state else []
-    checkpoint = tf.train.Checkpoint(model=source.model)
+    run = RunFolder(source.run_dir)
+    epochs = sorted(run.epoch_checkpoints())
     records = []
-    for path in paths:
-        checkpoint.restore(path).expect_partial()
+    for epoch in epochs:
+        run.restore_weights(source.model, epoch)
         adv = probes.adversarial_examples(source.logits_fn, ctx.images, ctx.labels,
                                           attack=ctx.cfg.attack, seed=ctx.cfg.seed,
                                           batch_size=ctx.batch_size)
-        records.append(dict(epoch=int(path.rsplit("-", 1)[1]), source="test",
+        records.append(dict(epoch=epoch, source="test",
                             examples=len(ctx.labels), attack=dataclasses.asdict(ctx.cfg.attack),
                             **probes.record(source.model, ctx.images, adv, ctx.labels,
                                             batch_size=ctx.batch_size)))
-    if paths:
-        checkpoint.restore(paths[-1]).expect_partial()  # leave the model at its latest weights
+    if epochs:
+        run.restore_weights(source.model, epochs[-1])  # leave the model at its latest weights
     return records
 
 

@@ -5,7 +5,7 @@ augmentation is seeded by (seed, epoch, position in the epoch). A run resumed at
 sees exactly the batches an uninterrupted run sees, whatever the parallelism.
 """
 import dataclasses
-from typing import Callable, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -180,11 +180,43 @@ def make_data(cfg: DataConfig, *, seed: int, first_epoch: int = 0, epochs: int =
     spec = DATASETS.get(cfg.dataset)
     if arrays is None:
         arrays = load_arrays(cfg.dataset, source_dir=cfg.source_dir, data_dir=cfg.data_dir)
+    check(0 <= first_epoch <= epochs,
+          f"the first epoch must be in 0..--epochs={epochs}; received: {first_epoch}")
+    sizes = split_sizes(cfg, arrays)
+    num_train, rest, num_test = sizes.train, sizes.train + sizes.unused, sizes.test
+    augment = spec.augment if cfg.augment is None else cfg.augment
+    train = _train_dataset(arrays.x_train[:num_train], arrays.y_train[:num_train],
+                           batch_size=cfg.batch_size, augment=augment, seed=seed,
+                           first_epoch=first_epoch, epochs=epochs)
+    val = None
+    if cfg.val_examples:
+        val = _eval_dataset(arrays.x_train[rest:], arrays.y_train[rest:], cfg.batch_size)
+    test = _eval_dataset(arrays.x_test[:num_test], arrays.y_test[:num_test], cfg.batch_size)
+    return Data(spec=spec, train=train, steps_per_epoch=sizes.steps_per_epoch, val=val,
+                test=test, num_train=num_train, num_val=cfg.val_examples, num_test=num_test)
+
+
+class SplitSizes(NamedTuple):
+    """How `cfg` divides a dataset: training examples used, training examples left unused
+    (between the prefix and the validation tail), test examples, and full batches per epoch."""
+
+    train: int
+    unused: int
+    test: int
+    steps_per_epoch: int
+
+
+def split_sizes(cfg: DataConfig, arrays: ArraySplits) -> SplitSizes:
+    """The sizes `make_data` uses, checked: what the model needs to know before any pipeline
+    exists (its epsilon warm-up is counted in steps).
+
+    Raises:
+      UsageError: the images do not fit the dataset, or the split sizes do not fit the data.
+    """
+    spec = DATASETS.get(cfg.dataset)
     check(arrays.x_train.shape[1:] == spec.image_shape == arrays.x_test.shape[1:],
           f"{spec.name} images must be {spec.image_shape}; received train "
           f"{arrays.x_train.shape[1:]} and test {arrays.x_test.shape[1:]}")
-    check(0 <= first_epoch <= epochs,
-          f"the first epoch must be in 0..--epochs={epochs}; received: {first_epoch}")
     total = len(arrays.x_train)
     check(cfg.val_examples < total, f"--val_examples={cfg.val_examples} leaves no training "
           f"examples: {spec.name} has {total}; accepted: 0..{total - 1}")
@@ -197,17 +229,8 @@ def make_data(cfg: DataConfig, *, seed: int, first_epoch: int = 0, epochs: int =
     num_test = cfg.test_examples or len(arrays.x_test)
     check(num_test <= len(arrays.x_test), f"--test_examples={cfg.test_examples} exceeds the "
           f"{len(arrays.x_test)} {spec.name} test examples")
-
-    augment = spec.augment if cfg.augment is None else cfg.augment
-    train = _train_dataset(arrays.x_train[:num_train], arrays.y_train[:num_train],
-                           batch_size=cfg.batch_size, augment=augment, seed=seed,
-                           first_epoch=first_epoch, epochs=epochs)
-    val = None
-    if cfg.val_examples:
-        val = _eval_dataset(arrays.x_train[rest:], arrays.y_train[rest:], cfg.batch_size)
-    test = _eval_dataset(arrays.x_test[:num_test], arrays.y_test[:num_test], cfg.batch_size)
-    return Data(spec=spec, train=train, steps_per_epoch=num_train // cfg.batch_size, val=val,
-                test=test, num_train=num_train, num_val=cfg.val_examples, num_test=num_test)
+    return SplitSizes(train=num_train, unused=rest - num_train, test=num_test,
+                      steps_per_epoch=num_train // cfg.batch_size)
 
 
 def evaluation_batches(cfg: DataConfig):

@@ -8,6 +8,8 @@ import dataclasses
 import json
 import pathlib
 import re
+import sys
+import time
 from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import keras
@@ -130,17 +132,38 @@ def attack_function(spec: AttackSpec, logits_fn, *, image_shape: Sequence[int], 
                                             tf.TensorSpec([None], tf.int64)])
 
 
+class Progress:
+    """The evaluation's progress: Keras' bar on a terminal; elsewhere (a log file, a pipe) one
+    plain line per batch, where the bar's carriage returns and colour codes would pile up."""
+
+    def __init__(self, num_batches: Optional[int], names: Sequence[str]):
+        self.num_batches, self.done, self.start = num_batches, 0, time.time()
+        self.bar = None
+        if sys.stdout.isatty():  # stateful: the running accuracies as they are, not averaged
+            self.bar = keras.utils.Progbar(num_batches, unit_name="batch", stateful_metrics=names)
+
+    def batch_done(self, examples: int, accuracy: Dict[str, float]) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.add(1, values=list(accuracy.items())[:4])
+            return
+        shown = ", ".join(f"{name} {100 * value:.2f}%" for name, value in accuracy.items())
+        print(f"batch {self.done}/{self.num_batches or '?'} ({examples} examples, "
+              f"{time.time() - self.start:.0f} s): {shown}", flush=True)
+
+
 def evaluate(logits_fn, batches: Iterable, attack_names: Sequence[str], *,
              image_shape: Sequence[int], epsilon: float, step_size: float, restarts: int = 1,
-             seed: int = 0, num_batches: int = None, verbose: int = 1) -> Tuple[Dict[str, float], int]:
+             seed: int = 0, num_batches: Optional[int] = None,
+             verbose: int = 1) -> Tuple[Dict[str, float], int]:
     """Accuracy under each attack over every (images, labels) batch.
 
     Args:
       logits_fn: images -> logits (inference mode).
       batches: iterable of (float images in [0, 1], int labels).
       attack_names: e.g. ["clean", "fgsm", "pgd40"].
-      num_batches: for the progress bar.
-      verbose: 1 shows a progress bar.
+      num_batches: for the progress display.
+      verbose: 1 shows the progress: a bar on a terminal, a line per batch elsewhere.
 
     Returns:
       ({attack name: accuracy in [0, 1]}, in the order given; the number of examples).
@@ -151,18 +174,15 @@ def evaluate(logits_fn, batches: Iterable, attack_names: Sequence[str], *,
     predict = tf.function(lambda x: tf.argmax(logits_fn(x), axis=-1, output_type=tf.int64))
     correct = {s.name: 0 for s in specs}
     total = 0
-    bar = None
-    if verbose:  # stateful: show the running accuracies as they are, not averaged again
-        bar = keras.utils.Progbar(num_batches, unit_name="batch",
-                                  stateful_metrics=[s.name for s in specs])
+    progress = Progress(num_batches, [s.name for s in specs]) if verbose else None
     for x, y in batches:
         y = tf.cast(y, tf.int64)
         for spec, fn in zip(specs, fns):
             hits = tf.equal(predict(fn(x, y)), y)
             correct[spec.name] += int(tf.reduce_sum(tf.cast(hits, tf.int32)))
         total += int(tf.shape(y)[0])
-        if bar is not None:
-            bar.add(1, values=[(s.name, correct[s.name] / total) for s in specs[:4]])
+        if progress is not None:
+            progress.batch_done(total, {name: hits / total for name, hits in correct.items()})
     if total == 0:
         raise UsageError("no test examples to evaluate; accepted: --test_examples >= 1 or 0 "
                          "(all)")

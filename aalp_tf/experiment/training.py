@@ -6,6 +6,7 @@ This is the one training path: the `train` command, the tests and the tuner all 
 import dataclasses
 import json
 import pathlib
+import sys
 from typing import Optional
 
 import keras
@@ -16,7 +17,7 @@ from aalp_tf.analysis import training_probe
 from aalp_tf.serving import saved_model
 from aalp_tf.config import RunConfig
 from aalp_tf.data.readers import ArraySplits
-from aalp_tf.data.datasets import DATASETS, make_data
+from aalp_tf.data.datasets import DATASETS, load_arrays, make_data, split_sizes
 from aalp_tf.runs import EpochCheckpoint, RunFolder, write_atomically
 from aalp_tf.trainer import build_model
 
@@ -36,14 +37,11 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def export_name(cfg: RunConfig) -> str:
-    return cfg.train.export_name or f"{cfg.data.dataset}_{cfg.method.name}"
-
-
-def seeded_model(cfg: RunConfig, spec) -> keras.Model:
+def seeded_model(cfg: RunConfig, spec, *, steps_per_epoch: int = 0) -> keras.Model:
     """The run's model, built right after seeding: what `train` trains and the tuner builds.
 
-    Built in the scope of the run's distribution strategy, with its precision policy.
+    Built in the scope of the run's distribution strategy, with its precision policy;
+    `steps_per_epoch` sets the epsilon warm-up's length in steps (trainer.build_model).
     """
     strategy = distribution.strategy_for(cfg.train.strategy)
     distribution.check_batch(cfg.data.batch_size, strategy)
@@ -52,7 +50,7 @@ def seeded_model(cfg: RunConfig, spec) -> keras.Model:
         print(note)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     with strategy.scope():
-        return build_model(cfg, spec)
+        return build_model(cfg, spec, steps_per_epoch=steps_per_epoch)
 
 
 def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
@@ -64,16 +62,21 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
       cfg: the validated RunConfig.
       arrays: in-memory data instead of reading cfg.data (tests, tuner).
       callbacks: extra Keras callbacks.
-      verbose: Keras' progress display ("auto": a progress bar on a terminal).
+      verbose: Keras' progress display; "auto": a progress bar on a terminal, else one line
+        per epoch (a bar's carriage returns and colour codes would fill a log file).
       export_model: write the SavedModel when the last epoch is done.
-      model: the model `seeded_model(cfg, spec)` returned (KerasTuner builds it before it
-        trains it); None builds it here.
+      model: the model `seeded_model(cfg, spec, steps_per_epoch=...)` returned (KerasTuner
+        builds it before it trains it); None builds it here.
     """
     run = RunFolder(cfg.train.model_dir)
     run.check_continues(cfg)
     spec = DATASETS.get(cfg.data.dataset)
+    if arrays is None:
+        arrays = load_arrays(cfg.data.dataset, source_dir=cfg.data.source_dir,
+                             data_dir=cfg.data.data_dir)
     if model is None:
-        model = seeded_model(cfg, spec)
+        model = seeded_model(cfg, spec,
+                             steps_per_epoch=split_sizes(cfg.data, arrays).steps_per_epoch)
     strategy = model.distribute_strategy
     chief = distribution.is_chief(strategy)
     if not chief:  # every worker keeps its own checkpoints; only the chief writes the rest
@@ -83,7 +86,6 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
     data = make_data(cfg.data, seed=cfg.train.seed, first_epoch=first_epoch,
                      epochs=cfg.train.epochs, arrays=arrays)
     run.write_config(cfg)
-    model.steps_per_epoch = data.steps_per_epoch
     if first_epoch < cfg.train.epochs:
         if first_epoch:
             print(f"resuming {run.root} after epoch {first_epoch} of {cfg.train.epochs}")
@@ -94,7 +96,7 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
                   callbacks=[*training_probe.for_run(cfg, data, run.root), checkpoint,
                              keras.callbacks.TensorBoard(str(run.logs)), *callbacks],
                   shuffle=False,  # the pipeline already orders each epoch by (seed, epoch)
-                  verbose=verbose)
+                  verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose)
     export_path = None
     if export_model and chief:
         export_path = _export_once(run, model, cfg, spec)
@@ -110,7 +112,7 @@ def _export_once(run: RunFolder, model, cfg: RunConfig, spec) -> pathlib.Path:
         print(f"already exported: {record['path']}")
         return pathlib.Path(record["path"])
     path = saved_model.export_model(model, image_shape=spec.image_shape,
-                               export_dir=cfg.train.export_dir, name=export_name(cfg),
+                               export_dir=cfg.train.export_dir, name=cfg.export_name,
                                config_json=cfg.to_json())
     write_atomically(run.export_record,
                      json.dumps({"path": str(path), "epochs": cfg.train.epochs}))

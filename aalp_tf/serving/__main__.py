@@ -1,4 +1,4 @@
-"""TF Serving around the exports: `python -m aalp_tf.serving <command> [--flag=value ...]`.
+r"""TF Serving around the exports: `python -m aalp_tf.serving <command> [--flag=value ...]`.
 
     python -m aalp_tf.serving config saved_models/ [--base_path=/models]
         writes saved_models/models.config (every model folder there) and batching.config, and
@@ -55,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, "serving")

@@ -1,7 +1,7 @@
 """What a search varies and how it scores a trial: the space, the objectives, the tuner kinds.
 
-No KerasTuner import here (it costs a second): the command-line flags take their choices from
-these registries, and every command imports cli.
+No KerasTuner import here (it costs a second): the objectives and the space are plain Python, and
+the tuner kinds live with the tuner classes in tuners.py.
 
 The space (each a KerasTuner hyperparameter named as the config field it sets):
 - `alpha` (always): log-uniform over `--alpha_range`, default 0.1..10. α multiplies a squared
@@ -51,33 +51,6 @@ OBJECTIVES.add("robust", Objective(
 # the harmonic mean cannot be carried by one accuracy while the other collapses.
 OBJECTIVES.add("tradeoff", Objective("val_tradeoff", lambda logs: harmonic_mean(
     clean=float(logs["val_clean_accuracy"]), robust=float(logs["val_robust_accuracy"]))))
-
-# name -> (cfg: TuneConfig, **tuner arguments) -> a KerasTuner tuner. The tuner classes live in
-# aalp_tf.tuning.tuners, imported on use: only the `tune` command needs KerasTuner.
-TUNERS: Registry[Callable] = Registry("tuner")
-
-
-@TUNERS.register("random")
-def _random(cfg: TuneConfig, **common):
-    from aalp_tf.tuning import tuners
-    return tuners.RandomSearch(max_trials=cfg.max_trials, seed=cfg.run.train.seed, **common)
-
-
-@TUNERS.register("bayesian")
-def _bayesian(cfg: TuneConfig, **common):
-    from aalp_tf.tuning import tuners
-    tuners.require("sklearn", need="--tuner=bayesian needs scikit-learn (KerasTuner's Gaussian "
-                   "process)", package="scikit-learn")
-    return tuners.BayesianOptimization(max_trials=cfg.max_trials, seed=cfg.run.train.seed,
-                                       **common)
-
-
-@TUNERS.register("hyperband")
-def _hyperband(cfg: TuneConfig, **common):
-    from aalp_tf.tuning import tuners
-    return tuners.Hyperband(max_epochs=cfg.run.train.epochs, factor=cfg.hyperband_factor,
-                            seed=cfg.run.train.seed, **common)
-
 
 def _within(value: float, bounds) -> float:
     return min(max(value, bounds[0]), bounds[1])

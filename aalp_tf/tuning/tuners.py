@@ -12,10 +12,10 @@ What we change in KerasTuner's behaviour (1.4.8, Keras 3), and why:
   completed. KerasTuner would retry it silently and stop after 3 failures in a row.
 - KerasTuner imports tensorboard's hparams plugin in every trial; without tensorboard every
   trial fails and the search still "finishes". We check it once, up front.
-- `get_best_models()` loads weights into a freshly built model; ours builds its variables in
-  `build_model`, and `load_model` restores the trial's own last checkpoint (model and
-  optimizer), the state that was scored and is exported. Ties between trials go to the
-  earlier trial everywhere (KerasTuner's order after a reload is the file system's).
+- `get_best_models()` loads weights into a freshly built model; ours rebuilds the trial's model
+  from its run folder (runs.model_from_run) at its last checkpoint, the state that was scored
+  and is exported. Ties between trials go to the earlier trial everywhere (KerasTuner's order
+  after a reload is the file system's).
 - The space has no conditional hyperparameters, so the start-up builds KerasTuner makes to
   discover them (a whole model each, even on the chief, which never trains) are skipped.
 """
@@ -27,16 +27,18 @@ import pathlib
 import shutil
 import sys
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import keras_tuner
 
 from aalp_tf.experiment import training
 from aalp_tf.tuning import report, search_space
 from aalp_tf.config import TuneConfig, check
-from aalp_tf.data.datasets import DATASETS, load_arrays
+from aalp_tf.data.datasets import DATASETS, load_arrays, split_sizes
 from aalp_tf.errors import UsageError
-from aalp_tf.runs import EpochCheckpoint, RunFolder, write_atomically
+from aalp_tf import runs
+from aalp_tf.registry import Registry
+from aalp_tf.runs import RunFolder, write_atomically
 
 PROJECT = "tuner"  # KerasTuner's folder under --model_dir
 _CHIEF_WAIT_SECONDS = 120
@@ -94,16 +96,6 @@ def trial_run_dir(project_dir, trial_id: str) -> pathlib.Path:
     return pathlib.Path(project_dir) / f"trial_{trial_id}" / "run"
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 class SearchFolder:
     """Paths of one search (`--model_dir`), and the check that a rerun continues it."""
 
@@ -120,15 +112,12 @@ class SearchFolder:
 
     def check_continues(self, cfg: TuneConfig) -> None:
         """Refuses settings other than those of the search already in the folder."""
-        if not self.config_path.exists():
-            return
-        old = _flat(json.loads(self.config_path.read_text()))
-        new = _flat(json.loads(json.dumps(dataclasses.asdict(cfg))))
-        changed = [f"{key}: {old.get(key)!r} -> {value!r}" for key, value in new.items()
-                   if old.get(key) != value and key not in _MAY_CHANGE]
-        check(not changed, f"--model_dir {self.root} holds a search with other settings "
-              f"({'; '.join(changed[:3])}); accepted: the same settings to resume it "
-              "(--max_trials may grow), or a new --model_dir")
+        # Through JSON, so tuples compare equal to the lists the file holds.
+        runs.check_same_settings(
+            self.config_path, json.loads(json.dumps(dataclasses.asdict(cfg))),
+            may_change=_MAY_CHANGE, folder=f"--model_dir {self.root}", kind="a search",
+            accepted="the same settings to resume it (--max_trials may grow), or a new "
+                     "--model_dir")
 
     def write_config(self, cfg: TuneConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -154,7 +143,9 @@ class AdversarialHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp):
         run_cfg = search_space.trial_config(self.cfg, search_space.declare(hp, self.cfg))
-        return training.seeded_model(run_cfg, self.spec)
+        # The chief holds no data and trains nothing: its models need no warm-up length.
+        steps = split_sizes(run_cfg.data, self.arrays).steps_per_epoch if self.arrays else 0
+        return training.seeded_model(run_cfg, self.spec, steps_per_epoch=steps)
 
     def fit(self, hp, model, *args, run_dir, callbacks=(), progress="auto", **kwargs):
         """Trains `model` with `training.train` in the trial's run folder.
@@ -246,12 +237,8 @@ class TrialsInRunFolders:
 
     def load_model(self, trial):
         """The trial's model as its run folder last saved it: what was scored and exported."""
-        model = self.hypermodel.build(trial.hyperparameters)
-        run = RunFolder(str(trial_run_dir(self.project_dir, trial.trial_id)))
-        check(EpochCheckpoint(run, model).restore() > 0,
-              f"trial {trial.trial_id} has no checkpoint in {run.root}; accepted: a completed "
-              "trial whose run folder is on this host")
-        return model
+        run_dir = trial_run_dir(self.project_dir, trial.trial_id)
+        return runs.model_from_run(str(run_dir), datasets=DATASETS).model
 
 
 class RandomSearch(TrialsInRunFolders, keras_tuner.RandomSearch):
@@ -264,6 +251,22 @@ class BayesianOptimization(TrialsInRunFolders, keras_tuner.BayesianOptimization)
 
 class Hyperband(TrialsInRunFolders, keras_tuner.Hyperband):
     """KerasTuner's Hyperband; a trial's next round resumes the previous round's run folder."""
+
+
+# --tuner -> (cfg, **KerasTuner's common arguments) -> the tuner.
+TUNERS: Registry[Callable] = Registry("tuner")
+TUNERS.add("random", lambda cfg, **common: RandomSearch(
+    max_trials=cfg.max_trials, seed=cfg.run.train.seed, **common))
+TUNERS.add("hyperband", lambda cfg, **common: Hyperband(
+    max_epochs=cfg.run.train.epochs, factor=cfg.hyperband_factor, seed=cfg.run.train.seed,
+    **common))
+
+
+@TUNERS.register("bayesian")
+def _bayesian(cfg: TuneConfig, **common):
+    require("sklearn", need="--tuner=bayesian needs scikit-learn (KerasTuner's Gaussian "
+            "process)", package="scikit-learn")
+    return BayesianOptimization(max_trials=cfg.max_trials, seed=cfg.run.train.seed, **common)
 
 
 @dataclasses.dataclass
@@ -286,7 +289,7 @@ class SearchResult:
 def make_tuner(cfg: TuneConfig, *, arrays=None):
     """The tuner of the search in cfg.run.train.model_dir, reloaded if it exists."""
     objective = search_space.OBJECTIVES.get(cfg.objective)
-    tuner = search_space.TUNERS.get(cfg.tuner)(
+    tuner = TUNERS.get(cfg.tuner)(
         cfg, hypermodel=AdversarialHyperModel(cfg, arrays),
         objective=keras_tuner.Objective(objective.metric, direction="max"),
         directory=str(cfg.run.train.model_dir), project_name=PROJECT, overwrite=False,

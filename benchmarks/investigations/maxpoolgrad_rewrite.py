@@ -2,6 +2,7 @@
 
     python -m benchmarks.investigations.maxpoolgrad_rewrite                  # 8 processes
     python -m benchmarks.investigations.maxpoolgrad_rewrite --processes 3    # fewer
+    python -m benchmarks.investigations.maxpoolgrad_rewrite --quick          # 1 process
 
 oneDNN's graph pass gives MaxPoolGrad its fast kernel (_MklNativeMaxPoolGrad) only when it has
 already rewritten the matching MaxPool; inside a while loop's body (a cycle once lowered) the
@@ -54,12 +55,14 @@ def kernels_in_one_process():
 
 def main():
     p = harness.parser(__doc__.splitlines()[0])
-    p.add_argument("--processes", type=int, default=8)
+    p.add_argument("--processes", type=int, default=0, help="fresh processes (default 8; "
+                   "--quick: 1)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(kernels_in_one_process()))
         return
+    args.processes = args.processes or (1 if args.quick else 8)
     harness.header("MaxPoolGrad kernel of a PGD loop under oneDNN, one row per fresh process")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     counts = collections.Counter()
