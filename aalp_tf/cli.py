@@ -157,6 +157,33 @@ flags.DEFINE_enum("signature", "auto", ["auto"] + SIGNATURES.names(), "predict: 
                   "auto: predict_uint8 for uint8 images, else serving_default.")
 flags.DEFINE_float("timeout", 10.0, "predict: seconds to wait for the server.")
 
+# ---- compare (python -m aalp_tf.compare; issue 14) ---------------------------------------------
+# compare also reads every training flag (the base run of each cell), --attacks, --test_examples,
+# --restarts, --checks, --check_examples (as evaluate does) and --out.
+import shlex  # noqa: E402
+
+from aalp_tf.comparison import config as comparison_config  # noqa: E402
+
+flags.DEFINE_list("methods", [], "compare: the methods, comma-separated; cells run method-major "
+                  "in this order.")
+flags.DEFINE_list("seeds", ["0"], "compare: the training seeds, comma-separated (the same seed: "
+                  "the same data order and initial weights for every method).")
+flags.DEFINE_string("baseline", "", "compare: the method the others are compared with, paired "
+                    "by seed (default: the first of --methods).")
+flags.DEFINE_list("attack_examples", [], "compare: NAME:N,... evaluates these attacks on the "
+                  "first N test images only (N <= --test_examples), e.g. autoattack1000:1000.")
+flags.DEFINE_float("eval_step_size", None, "compare: the evaluation's PGD/CW step (default: the "
+                   "dataset's paper step from flags/<dataset>.cfg, what evaluate uses); "
+                   "--step_size is the training adversary's.")
+flags.DEFINE_integer("eval_seed", 0, "compare: seed of the evaluation's random starts (the "
+                     "training seeds are --seeds).")
+flags.DEFINE_string("work_dir", None, "compare: run folders and exports, a folder per cell "
+                    "(default: <out>/work).")
+flags.DEFINE_boolean("list_cells", False, "compare: print one line per cell, K<TAB>method<TAB>"
+                     "seed<TAB>status, and exit.")
+flags.DEFINE_integer("cell", None, "compare: run only cell K of --list_cells (one index of a job "
+                     "array), then refresh the outputs from the finished cells.")
+
 FLAGFILE_DIR_ENV = "AALP_FLAGS_DIR"
 
 
@@ -330,6 +357,43 @@ def predict_config_from_flags() -> cfglib.PredictConfig:
     return cfglib.validate_predict(cfglib.PredictConfig(
         server=server, model=FLAGS.model or "", images=FLAGS.images or "", rest=FLAGS.rest,
         signature=FLAGS.signature, version=FLAGS.version, timeout=FLAGS.timeout))
+
+
+def compare_config_from_flags() -> comparison_config.CompareConfig:
+    """The study's config, validated: each cell's base run is exactly `train`'s config."""
+    for name in ("method", "seed", "model_dir", "export_dir", "export_name"):
+        if FLAGS[name].present:
+            raise UsageError(f"--{name} does not apply to compare: each cell sets its own "
+                             "(--methods, --seeds; folders under --work_dir; the evaluation's "
+                             f"seed is --eval_seed); received: --{name}={FLAGS[name].value}")
+    if not FLAGS["out"].present or not FLAGS.out:  # its default is analyze's folder
+        raise UsageError("--out is not set: pass the study's folder, e.g. "
+                         "--out=benchmarks/results/mnist_seeds")
+    run = config_from_flags()
+    step = FLAGS.eval_step_size
+    if step is None:
+        paper = flagfile_dir() / f"{run.data.dataset}.cfg"
+        value = comparison_config.flagfile_value(paper, "step_size")
+        if value is None:
+            raise UsageError(f"--eval_step_size is not set and {paper} gives no --step_size; "
+                             "accepted: --eval_step_size in (0, 1]")
+        step = float(value)
+    methods = tuple(m.strip() for m in FLAGS.methods)
+    out = comparison_config.absolute(FLAGS.out)
+    # The study's command, as summary.md shows it whichever cell's process writes it last.
+    shown = [arg for arg in sys.argv[1:] if not arg.startswith(("--cell=", "--list_cells"))]
+    return comparison_config.validate_compare(comparison_config.CompareConfig(
+        run=run, methods=methods, seeds=comparison_config.parse_seeds(FLAGS.seeds),
+        baseline=FLAGS.baseline or (methods[0] if methods else ""),
+        attacks=tuple(a.strip().lower() for a in FLAGS.attacks),
+        test_examples=FLAGS.test_examples,
+        attack_examples=comparison_config.parse_attack_examples(FLAGS.attack_examples),
+        eval_step_size=step, eval_seed=FLAGS.eval_seed, restarts=FLAGS.restarts,
+        checks=FLAGS.checks, check_examples=FLAGS.check_examples, out=out,
+        work_dir=comparison_config.absolute(FLAGS.work_dir or os.path.join(out, "work")),
+        cell=FLAGS.cell, list_cells=FLAGS.list_cells,
+        command=shlex.join(["python", "-m", "aalp_tf.compare", *shown])),
+        known_methods=METHODS.names())
 
 
 # ---- running a command -------------------------------------------------------------------
