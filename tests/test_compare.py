@@ -71,7 +71,7 @@ def test_excludes_zero_both_ways(diffs, low, high, verdict):
     s = statistics.paired({i: d for i, d in enumerate(diffs)}, {i: 0.0 for i in range(3)})
     assert (s.low, s.high) == (pytest.approx(low, abs=1e-6), pytest.approx(high, abs=1e-6))
     assert s.excludes_zero is (verdict != "no")
-    assert report._verdict(s) == verdict
+    assert report.verdict(s) == verdict
 
 
 # ---- config and settings --------------------------------------------------------------------
@@ -143,6 +143,19 @@ def test_a_cell_from_older_code_is_read_with_defaults_for_what_it_lacks(tmp_path
         "training.model.sync_batchnorm: True -> False", "evaluation.step_size: 0.02 -> 0.01"]
 
 
+def test_a_running_cell_is_locked_until_it_ends(tmp_path):
+    cfg = compare_config(tmp_path)
+    cell = cell_files.plan(cfg)[2]
+    with cell_files.locked(cfg, cell):
+        with pytest.raises(cell_files.CellBusy, match="^madry-seed0$"):
+            with cell_files.locked(cfg, cell):
+                pass
+        with cell_files.locked(cfg, cell_files.plan(cfg)[3]):  # another cell is free
+            pass
+    with cell_files.locked(cfg, cell):  # released
+        pass
+
+
 def fake_record(method, seed, clean, pgd):
     return {"cell": f"{method}-seed{seed}", "method": method, "seed": seed,
             "evaluation": {"examples": {"clean": 32, "pgd3": 32}, "epsilon": 0.3,
@@ -204,8 +217,8 @@ def in_process(args, monkeypatch, capsys):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """Cells 0 and 1 by two workers at once, then a plain run: {name: (status, stdout, stderr)}
-    and the outputs the workers left."""
+    """Cells 0 and 1 by two workers at once, then a plain run: each one's (exit status, stdout,
+    stderr), and the outputs the workers left."""
     root = tmp_path_factory.mktemp("study")
     write_mnist_files(root / "mnist", splits=tiny_arrays(256, 64))
     runs, procs = {}, Subprocesses()
@@ -213,7 +226,8 @@ def study(tmp_path_factory):
         for k in (0, 1):
             procs.start(f"cell{k}", compare_args(root, f"--cell={k}"))
         runs.update({f"cell{k}": procs.result(f"cell{k}") for k in (0, 1)})
-        after_workers = (root / "out" / "results.jsonl").read_text()
+        after_workers = {name: (root / "out" / name).read_text()
+                         for name in ("results.jsonl", "summary.md")}
         procs.start("plain", compare_args(root))
         runs["plain"] = procs.result("plain")
     finally:
@@ -235,10 +249,12 @@ def test_two_workers_each_run_their_cell_and_leave_outputs_of_both(study):
         assert code == 0, err
         match = progress_pattern(name).search(out)
         assert match and int(match.group(4)) in (2, 3), out
-        other = NAMES[1 - k]
-        assert f"{other}: training" not in out  # a worker runs its own cell only
-    lines = [json.loads(line) for line in study["after_workers"].splitlines()]
+        assert out.count(": training in ") == 1 and f"{name}: training in " in out
+    # Whichever worker wrote last had seen both cells.
+    lines = [json.loads(line) for line in study["after_workers"]["results.jsonl"].splitlines()]
     assert [r["cell"] for r in lines] == ["alp-seed0", "alp-seed1"]
+    assert "Finished cells: 2 of 4 (missing: madry-seed0, madry-seed1)." in \
+           study["after_workers"]["summary.md"]
 
 
 @pytest.mark.slow

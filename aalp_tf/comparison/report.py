@@ -40,6 +40,7 @@ def refresh(cfg: CompareConfig, plan: List[Cell]) -> List[pathlib.Path]:
 
 def write_outputs(cfg: CompareConfig, plan: List[Cell], records: List[dict]
                   ) -> List[pathlib.Path]:
+    """results.jsonl, summary.md and compare.png from `records` (plan order), each atomically."""
     out = pathlib.Path(cfg.out)
     paths = [out / RESULTS, out / SUMMARY, out / FIGURE]
     cell_files.write_atomically(paths[0], "".join(json.dumps(r) + "\n" for r in records))
@@ -61,7 +62,8 @@ def _interval(s: statistics.Summary) -> str:
     return "n/a" if s.low is None else f"[{s.low:.2f}, {s.high:.2f}]"
 
 
-def _verdict(s: statistics.Summary) -> str:
+def verdict(s: statistics.Summary) -> str:
+    """The "excludes 0" column: which side of 0 the interval lies on, if it excludes 0."""
     if s.excludes_zero is None:
         return "n/a"
     if not s.excludes_zero:
@@ -70,6 +72,7 @@ def _verdict(s: statistics.Summary) -> str:
 
 
 def accuracy_table(cfg: CompareConfig, records: List[dict]) -> List[str]:
+    """Markdown rows: per attack and method, accuracy (%) over seeds with its interval."""
     lines = ["| attack | method | n | mean | SD | 95% CI |", "|---|---|---|---|---|---|"]
     for attack in cfg.attacks:
         for method in cfg.methods:
@@ -82,6 +85,7 @@ def accuracy_table(cfg: CompareConfig, records: List[dict]) -> List[str]:
 
 
 def difference_table(cfg: CompareConfig, records: List[dict]) -> List[str]:
+    """Markdown rows: per attack and method, the difference from the baseline paired by seed."""
     lines = ["| attack | method | n | mean | SD | 95% CI | excludes 0 |",
              "|---|---|---|---|---|---|---|"]
     for attack in cfg.attacks:
@@ -90,11 +94,12 @@ def difference_table(cfg: CompareConfig, records: List[dict]) -> List[str]:
             s = statistics.paired(_by_seed(records, method, attack), baseline)
             if method != cfg.baseline and s is not None:
                 lines.append(f"| {attack} | {method} | {s.n} | {s.mean:+.2f} | {_number(s.sd)} "
-                             f"| {_interval(s)} | {_verdict(s)} |")
+                             f"| {_interval(s)} | {verdict(s)} |")
     return lines
 
 
 def cell_table(cfg: CompareConfig, records: List[dict]) -> List[str]:
+    """Markdown rows: every finished cell's accuracies, failed checks and minutes."""
     lines = ["| cell | " + " | ".join(cfg.attacks) + " | failed checks | minutes |",
              "|---" * (len(cfg.attacks) + 3) + "|"]
     for r in records:
