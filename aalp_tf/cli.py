@@ -10,6 +10,7 @@ import importlib
 import os
 import pathlib
 import re
+import shlex
 import sys
 import textwrap
 from typing import Dict, List, Optional
@@ -19,17 +20,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up cha
 from absl import app, flags, logging  # noqa: E402
 
 from aalp_tf import config as cfglib  # noqa: E402
+from aalp_tf.comparison import config as comparison_config  # noqa: E402
 from aalp_tf.errors import UsageError  # noqa: E402
 
 FLAGS = flags.FLAGS
 
 # ---- which command reads which flag, for each command's --help ----------------------------
-TRAIN, TUNE, EVALUATE, ANALYZE, EXPORT, SERVING = (
-    "train", "tune", "evaluate", "analyze", "export", "serving")
-RUNS = (TRAIN, TUNE)  # the commands that train runs: every run setting applies to them
+TRAIN, TUNE, COMPARE, EVALUATE, ANALYZE, EXPORT, SERVING = (
+    "train", "tune", "compare", "evaluate", "analyze", "export", "serving")
+RUNS = (TRAIN, TUNE, COMPARE)  # the commands that train runs: every run setting applies to them
+ONE_RUN = (TRAIN, TUNE)  # compare sets these per cell: the method, the seed, the folders
 DATA_READERS = RUNS + (EVALUATE, ANALYZE)
 HELP_GROUPS = ("data", "model", "method", "attack", "training", "distribution", "evaluation",
-               "analysis", "tuning", "serving", "output")
+               "analysis", "tuning", "comparison", "serving", "output")
 _SHOWN: Dict[str, Dict[str, List[str]]] = {}  # command -> group -> flag names, in order
 
 # The registries' built-in names, written out so that --help needs no TensorFlow (the registries
@@ -90,7 +93,7 @@ _define("boolean", "gd_rescale", False, "Guided Dropout: scale kept features by 
 
 # ---- method -------------------------------------------------------------------------------
 _define("string", "method", "aalp", f"Training method: {_names('method')}, or one registered "
-        "by a module in --imports.", group="method", commands=RUNS)
+        "by a module in --imports.", group="method", commands=ONE_RUN)
 _define("float", "alpha", 1.0, "Weight of the (adaptive) ALP term (Eq. 10).", group="method",
         commands=RUNS)
 _define("float", "trades_beta", 6.0, "TRADES' weight of the KL term.", group="method",
@@ -122,7 +125,7 @@ _define("integer", "epochs", None, "Epochs to train; default: the dataset's flag
 _define("float", "learning_rate", None, "Adam learning rate; default: the dataset's flagfile.",
         group="training", commands=RUNS)
 _define("integer", "seed", 0, "Seed of weights, data order, augmentation and random starts.",
-        group="training", commands=DATA_READERS,
+        group="training", commands=ONE_RUN + (EVALUATE, ANALYZE),
         groups={EVALUATE: "attack", ANALYZE: "attack"})
 _define("boolean", "deterministic", True, "Deterministic TF ops (same seed, same numbers).",
         group="training", commands=RUNS)
@@ -143,13 +146,13 @@ _define("boolean", "sync_batchnorm", False, "Batch-norm statistics over all repl
 # ---- output -------------------------------------------------------------------------------
 _define("string", "model_dir", None, "Run folder (config, checkpoints, logs, history); default "
         "runs/<dataset>_<method> (tune: runs/<dataset>_<method>_tune; export: the run to "
-        "export).", group="output", commands=RUNS + (EXPORT,))
+        "export).", group="output", commands=ONE_RUN + (EXPORT,))
 _define("integer", "keep_checkpoints", 5, "Checkpoints kept in the run folder (0: all).",
         group="output", commands=RUNS)
 _define("string", "export_dir", "saved_models", "Where SavedModels are exported (export: "
-        "default the run's own).", group="output", commands=RUNS + (EXPORT,))
+        "default the run's own).", group="output", commands=ONE_RUN + (EXPORT,))
 _define("string", "export_name", "", "Export folder name (default <dataset>_<method>; alias "
-        "--name).", group="output", commands=RUNS + (EXPORT,))
+        "--name).", group="output", commands=ONE_RUN + (EXPORT,))
 flags.DEFINE_alias("name", "export_name")
 _define("integer", "analysis_probe", 0, "Record the paper's training analyses (Fig. 4, 9) "
         "after every epoch on this many validation examples into <model_dir>/analysis/ "
@@ -162,15 +165,15 @@ _define("string", "model", None, "evaluate: a SavedModel folder (e.g. saved_mode
 _define("list", "attacks", ["clean", "fgsm", "pgd10", "pgd20", "pgd40", "pgd100", "cw10", "cw20",
                             "cw40", "cw100"], "Attacks, comma-separated: clean, fgsm, pgd<k>, "
         "cw<k>, apgd-ce[<k>], apgd-t[<k>], square[<k>], autoattack[<k>].", group="evaluation",
-        commands=(EVALUATE,))
+        commands=(EVALUATE, COMPARE))
 _define("integer", "restarts", 1, "Random restarts of PGD, CW, APGD and Square.",
-        group="evaluation", commands=(EVALUATE,))
+        group="evaluation", commands=(EVALUATE, COMPARE))
 _define("boolean", "checks", True, "Sanity checks against false robustness (logits not "
         "probabilities, determinism, non-zero gradients, accuracy falling with epsilon, FGSM >= "
         "PGD >= APGD, more effort never helping), reported beside the numbers.",
-        group="evaluation", commands=(EVALUATE,))
+        group="evaluation", commands=(EVALUATE, COMPARE))
 _define("integer", "check_examples", 100, "The checks run on the first this many test images.",
-        group="evaluation", commands=(EVALUATE,))
+        group="evaluation", commands=(EVALUATE, COMPARE))
 _define("string", "output", None, "JSON file for the results (default "
         "evaluation/<name>-<version>.json).", group="output", commands=(EVALUATE,))
 
@@ -187,8 +190,9 @@ _define("integer", "cam_images", 8, "Test images in the Grad-CAM figure.", group
 _define("string", "cam_source", "own", "Whose adversarial examples Grad-CAM shows: own (each "
         "model attacked itself) or a label from --models.", group="analysis",
         commands=(ANALYZE,))
-_define("string", "out", "analysis", "Folder for the figures and tables.", group="output",
-        commands=(ANALYZE,))
+_define("string", "out", "analysis", "analyze: folder for the figures and tables; compare: the "
+        "study's results (cells/, results.jsonl, summary.md, compare.png; required).",
+        group="output", commands=(ANALYZE, COMPARE))
 
 # ---- tuning -------------------------------------------------------------------------------
 _define("enum", "tuner", "random", "KerasTuner's search algorithm.",
@@ -235,6 +239,30 @@ _define("enum", "signature", "auto", "predict: the signature; auto: predict_uint
         group="serving", commands=(SERVING,))
 _define("float", "timeout", 10.0, "predict: seconds to wait for the server.", group="serving",
         commands=(SERVING,))
+
+# ---- comparison (python -m aalp_tf.compare) ----------------------------------------------
+_define("list", "methods", [], "The methods, comma-separated; cells run method-major in this "
+        "order.", group="comparison", commands=(COMPARE,))
+_define("list", "seeds", ["0"], "The training seeds, comma-separated (the same seed: the same "
+        "data order and initial weights for every method).", group="comparison",
+        commands=(COMPARE,))
+_define("string", "baseline", "", "The method the others are compared with, paired by seed "
+        "(default: the first of --methods).", group="comparison", commands=(COMPARE,))
+_define("list", "attack_examples", [], "NAME:N,... evaluates these attacks on the first N test "
+        "images only (N <= --test_examples), e.g. autoattack1000:1000.", group="comparison",
+        commands=(COMPARE,))
+_define("float", "eval_step_size", None, "The evaluation's PGD/CW step (default: the dataset's "
+        "paper step from flags/<dataset>.cfg, what evaluate uses); --step_size is the training "
+        "adversary's.", group="comparison", commands=(COMPARE,))
+_define("integer", "eval_seed", 0, "Seed of the evaluation's random starts (the training "
+        "seeds are --seeds).", group="comparison", commands=(COMPARE,))
+_define("string", "work_dir", None, "Run folders and exports, a folder per cell (default: "
+        "<out>/work; never commit it).", group="output", commands=(COMPARE,))
+_define("boolean", "list_cells", False, "Print one line per cell, K<TAB>method<TAB>seed<TAB>"
+        "status, and exit.", group="comparison", commands=(COMPARE,))
+_define("integer", "cell", None, "Run only cell K of --list_cells (one index of a job array), "
+        "then refresh the outputs from the finished cells.", group="comparison",
+        commands=(COMPARE,))
 
 FLAGFILE_DIR_ENV = "AALP_FLAGS_DIR"
 
@@ -472,6 +500,49 @@ def predict_config_from_flags() -> cfglib.PredictConfig:
     return cfglib.validate_predict(cfglib.PredictConfig(
         server=server, model=FLAGS.model or "", images=FLAGS.images or "", rest=FLAGS.rest,
         signature=FLAGS.signature, version=FLAGS.version, timeout=FLAGS.timeout))
+
+
+def _method_names() -> list:
+    from aalp_tf.methods import METHODS  # after --imports: the user's methods count
+
+    return METHODS.names()
+
+
+def compare_config_from_flags() -> comparison_config.CompareConfig:
+    """The study's config, validated: each cell's base run is exactly `train`'s config."""
+    for name in ("method", "seed", "model_dir", "export_dir", "export_name"):
+        if FLAGS[name].present:
+            raise UsageError(f"--{name} does not apply to compare: each cell sets its own "
+                             "(--methods, --seeds; folders under --work_dir; the evaluation's "
+                             f"seed is --eval_seed); received: --{name}={FLAGS[name].value}")
+    if not FLAGS["out"].present or not FLAGS.out:  # its default is analyze's folder
+        raise UsageError("--out is not set: pass the study's folder, e.g. "
+                         "--out=benchmarks/results/mnist_seeds")
+    run = config_from_flags()
+    step = FLAGS.eval_step_size
+    if step is None:
+        paper = flagfile_dir() / f"{run.data.dataset}.cfg"
+        value = comparison_config.flagfile_value(paper, "step_size")
+        if value is None:
+            raise UsageError(f"--eval_step_size is not set and {paper} gives no --step_size; "
+                             "accepted: --eval_step_size in (0, 1]")
+        step = float(value)
+    methods = tuple(m.strip() for m in FLAGS.methods)
+    out = comparison_config.absolute(FLAGS.out)
+    # The study's command, as summary.md shows it whichever cell's process writes it last.
+    shown = [arg for arg in sys.argv[1:] if not arg.startswith(("--cell=", "--list_cells"))]
+    return comparison_config.validate_compare(comparison_config.CompareConfig(
+        run=run, methods=methods, seeds=comparison_config.parse_seeds(FLAGS.seeds),
+        baseline=FLAGS.baseline or (methods[0] if methods else ""),
+        attacks=tuple(a.strip().lower() for a in FLAGS.attacks),
+        test_examples=FLAGS.test_examples,
+        attack_examples=comparison_config.parse_attack_examples(FLAGS.attack_examples),
+        eval_step_size=step, eval_seed=FLAGS.eval_seed, restarts=FLAGS.restarts,
+        checks=FLAGS.checks, check_examples=FLAGS.check_examples, out=out,
+        work_dir=comparison_config.absolute(FLAGS.work_dir or os.path.join(out, "work")),
+        cell=FLAGS.cell, list_cells=FLAGS.list_cells,
+        command=shlex.join(["python", "-m", "aalp_tf.compare", *shown])),
+        known_methods=_method_names())
 
 
 # ---- running a command -------------------------------------------------------------------

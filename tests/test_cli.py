@@ -52,6 +52,7 @@ KEY_FLAGS = {
     "analyze": ["--models", "--dataset", "--what", "--out", "--cam_layer"],
     "export": ["--model_dir", "--checkpoint", "--export_dir", "--version"],
     "serving": ["--server", "--model", "--images", "--rest", "--base_path"],
+    "compare": ["--methods", "--seeds", "--baseline", "--attacks", "--out", "--cell", "--epochs"],
 }
 
 
@@ -70,7 +71,7 @@ def test_help_lists_the_commands_own_flags_by_group_without_tensorflow(tmp_path,
     groups = [line[:-1] for line in out.splitlines() if line.endswith(":") and " " not in line]
     assert groups and set(groups) <= {"data", "model", "method", "attack", "training",
                                       "distribution", "evaluation", "analysis", "tuning",
-                                      "serving", "output"}, groups
+                                      "comparison", "serving", "output"}, groups
     imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:")]
     assert imported and not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
