@@ -14,9 +14,12 @@ run computes what an uninterrupted one would have.
 """
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import re
+import shutil
+import socket
 from typing import Dict, List, NamedTuple, Optional
 
 import keras
@@ -24,7 +27,7 @@ import tensorflow as tf
 
 from aalp_tf import distribution
 from aalp_tf.config import RunConfig
-from aalp_tf.errors import UsageError
+from aalp_tf.errors import TrainingDiverged, UsageError
 from aalp_tf.registry import Registry
 from aalp_tf.trainer import build_model
 
@@ -35,11 +38,46 @@ _MAY_CHANGE = {"train.epochs", "data.source_dir", "data.data_dir", "train.export
                "train.strategy"}  # a run may resume on another machine
 
 
+def _temporary_suffix() -> str:
+    # Host and process: several hosts may write one shared folder (compare's job arrays), and a
+    # temporary whose writer is gone can be told apart from one still being written.
+    return f".tmp-{socket.gethostname()}-{os.getpid()}"
+
+
 def write_atomically(path: pathlib.Path, text: str) -> None:
     """Writes through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{_temporary_suffix()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _writer_gone(name: str) -> bool:
+    """Whether a `.NAME.tmp-HOST-PID` temporary was left by a process of this host that is gone
+    (a temporary of another host, or of a live process, is not ours to remove)."""
+    host_pid = name.rsplit(".tmp-", 1)[-1]
+    host, _, pid = host_pid.rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def remove_stale_temporaries(run: "RunFolder") -> List[pathlib.Path]:
+    """Removes what a write killed half-way leaves in a run folder: our own `.NAME.tmp-HOST-PID`
+    files whose writer is gone, and TensorFlow's checkpoint temporaries (`ckpt-N_temp/`,
+    `checkpoint.tmp*`), which a finished save never leaves behind. Returns what it removed."""
+    removed = [p for p in run.root.glob(".*.tmp-*") if p.is_file() and _writer_gone(p.name)]
+    if run.checkpoints.is_dir():
+        removed += [p for p in run.checkpoints.glob("*_temp") if p.is_dir()]
+        removed += [p for p in run.checkpoints.glob("checkpoint.tmp*") if p.is_file()]
+    for path in removed:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return removed
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -158,7 +196,11 @@ class RunFolder:
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves model, optimizer and epoch after every epoch; restores the latest on start.
+    """Saves model, optimizer, epoch and history after every epoch; restores the latest on start.
+
+    The history (every epoch's logs) is saved inside the checkpoint, so an epoch and its
+    history entry land together, in the checkpoint's own atomic commit; history.json is a
+    readable copy, rewritten from the checkpoint whenever it lags (a kill between the two).
 
     Args:
       run: the RunFolder.
@@ -170,20 +212,44 @@ class EpochCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.run = run
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.history_json = tf.Variable("[]", dtype=tf.string, trainable=False, name="history")
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
-                                              epoch=self.epoch)
+                                              epoch=self.epoch, history=self.history_json)
+        # Checkpoints written before the history joined them hold everything else.
+        self.legacy = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                                          epoch=self.epoch)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(run.checkpoints),
                                                   max_to_keep=keep or None)
         self.history: List[dict] = []
 
+    def _load(self, path: str) -> int:
+        """Restores checkpoint `path` and its history; returns its epoch."""
+        names = {name for name, _ in tf.train.list_variables(path)}
+        if "history/.ATTRIBUTES/VARIABLE_VALUE" in names:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+            self.history = json.loads(self.history_json.numpy().decode())
+        else:
+            self.legacy.restore(path).assert_existing_objects_matched()
+            done = int(self.epoch.numpy())
+            # Entries past the checkpoint belong to an epoch whose checkpoint never landed.
+            self.history = [h for h in self.run.read_history() if h["epoch"] <= done]
+        return int(self.epoch.numpy())
+
+    def _write_history(self) -> None:
+        if self.run.read_history() != self.history:
+            write_atomically(self.run.history_path, json.dumps(self.history, indent=1))
+
     def restore(self) -> int:
-        """Loads the latest checkpoint, if any; returns the number of completed epochs."""
+        """Loads the latest checkpoint, if any; returns the number of completed epochs.
+
+        First removes what a kill during a save left behind, and brings history.json up to the
+        checkpoint.
+        """
+        remove_stale_temporaries(self.run)
         latest = self.manager.latest_checkpoint
+        done = self._load(latest) if latest else 0
         if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-        done = int(self.epoch.numpy())
-        # Entries past the checkpoint belong to an epoch whose checkpoint never landed.
-        self.history = [h for h in self.run.read_history() if h["epoch"] <= done]
+            self._write_history()
         return done
 
     def restore_agreed(self, strategy) -> int:
@@ -203,17 +269,55 @@ class EpochCheckpoint(keras.callbacks.Callback):
                     f"the workers of this run are at different epochs ({agreed} and {done}) and "
                     f"{self.run.checkpoints} no longer holds ckpt-{agreed}; accepted: worker "
                     "folders from the same run, or a new --model_dir")
-            self.checkpoint.restore(path).assert_existing_objects_matched()
-            self.history = [h for h in self.history if h["epoch"] <= agreed]
+            self._load(path)
+            self._write_history()
         return agreed
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epoch.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
         entry = {"epoch": epoch + 1}
         entry.update({k: float(v) for k, v in (logs or {}).items()})
         self.history.append(entry)
+        self.epoch.assign(epoch + 1)
+        self.history_json.assign(json.dumps(self.history))
+        self.manager.save(checkpoint_number=epoch + 1)  # epoch and history commit here
         write_atomically(self.run.history_path, json.dumps(self.history, indent=1))
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Ends training at the first non-finite loss, before its epoch is checkpointed.
+
+    Keras' TerminateOnNaN only asks `fit` to stop, and the epoch's end (its checkpoint and,
+    after the last epoch, the export) still runs on NaN weights. This raises instead, naming
+    the epoch and step, so the run folder keeps its last finite checkpoint. An update can also
+    leave non-finite weights behind a finite loss, so each epoch's weights are checked before
+    its checkpoint is written (this callback goes before EpochCheckpoint).
+    """
+
+    def __init__(self, run: RunFolder):
+        super().__init__()
+        self.run, self.epoch = run, 0
+
+    def _stop(self, where: str, value) -> None:
+        kept = self.epoch  # epochs done before this one, all checkpointed with finite weights
+        raise TrainingDiverged(
+            f"the training {where} (received: {value}); {self.run.root} keeps epoch {kept}, "
+            f"its last finite checkpoint; accepted: a new --model_dir with a smaller "
+            "--learning_rate (or --alpha, --trades_beta)")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            self._stop(f"loss turned non-finite at epoch {self.epoch + 1}, step {batch + 1}",
+                       loss)
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = [v.path for v in self.model.weights if not bool(tf.reduce_all(tf.math.is_finite(
+            tf.cast(v, tf.float32))))]
+        if bad:
+            self._stop(f"left non-finite weights after epoch {epoch + 1}", ", ".join(bad[:3]))
 
 
 class RunModel(NamedTuple):

@@ -101,3 +101,76 @@ def test_a_worker_behind_by_its_first_epoch_makes_the_others_restart_from_ckpt_0
                                                     str(tmp_path / "run/checkpoints"), 5)
     with pytest.raises(UsageError, match="different epochs"):
         checkpoint.restore_agreed(model.distribute_strategy)
+
+
+# ---- what a kill between two writes leaves, repaired on resume (the walk over every write is
+# ---- tests/test_crash_safety.py, marked slow) ------------------------------------------------
+
+
+def test_history_json_lagging_its_checkpoint_is_rebuilt_from_the_checkpoint(tmp_path):
+    """A kill after epoch 2's checkpoint and before history.json was replaced."""
+    cfg = tiny_config(tmp_path / "run", "natural", epochs=2)
+    train(cfg, arrays=ARRAYS, verbose=0, export_model=False)
+    path = tmp_path / "run" / "history.json"
+    full = json.loads(path.read_text())
+    path.write_text(json.dumps(full[:1]))
+    resumed = train(cfg.replace(train=cfg.train.__class__(**{**cfg.train.__dict__,
+                                                             "epochs": 3})),
+                    arrays=ARRAYS, verbose=0, export_model=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert json.loads(path.read_text())[:2] == full
+
+
+def test_restore_removes_the_temporaries_a_killed_write_leaves(tmp_path):
+    import os
+    import socket
+    cfg = tiny_config(tmp_path / "run", "natural", epochs=1)
+    train(cfg, arrays=ARRAYS, verbose=0, export_model=False)
+    run = tmp_path / "run"
+    host = socket.gethostname()
+    dead = run / f".history.json.tmp-{host}-999999999"
+    alive = run / f".history.json.tmp-{host}-{os.getpid()}"
+    other_host = run / ".history.json.tmp-elsewhere-123"
+    for path in (dead, alive, other_host, run / "checkpoints" / "checkpoint.tmp0a1b"):
+        path.write_text("half")
+    (run / "checkpoints" / "ckpt-2_temp").mkdir()
+    (run / "checkpoints" / "ckpt-2_temp" / "part-00000-of-00001.index.tempstate123").touch()
+    train(cfg, arrays=ARRAYS, verbose=0, export_model=False)
+    left = sorted(p.name for p in run.rglob("*") if "tmp" in p.name or "_temp" in p.name)
+    assert left == sorted([alive.name, other_host.name])
+
+
+def test_an_export_that_landed_before_its_record_is_not_exported_again(tmp_path, capsys):
+    cfg = tiny_config(tmp_path / "run", "natural", epochs=1)
+    first = train(cfg, arrays=ARRAYS, verbose=0)
+    (tmp_path / "run" / "export.json").unlink()  # the kill came between the two
+    second = train(cfg, arrays=ARRAYS, verbose=0)
+    assert second.export_path == first.export_path
+    assert sorted(p.name for p in first.export_path.parent.iterdir()) == ["1"]
+    assert json.loads((tmp_path / "run" / "export.json").read_text())["path"] == str(
+        first.export_path)
+
+
+def test_a_loss_turning_non_finite_stops_the_run_at_its_last_finite_epoch(tmp_path):
+    """Epoch 1 trains; epoch 2's learning rate is infinite: the run says where it stopped, keeps
+    epoch 1's checkpoint and exports nothing."""
+    import keras
+
+    from aalp_tf.errors import TrainingDiverged
+
+    class BlowUp(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.optimizer.learning_rate.assign(float("inf"))
+
+    cfg = tiny_config(tmp_path / "run", "aalp", epochs=3)
+    with pytest.raises(TrainingDiverged) as caught:
+        train(cfg, arrays=ARRAYS, verbose=0, callbacks=[BlowUp()])
+    message = str(caught.value)
+    assert message.startswith("the training loss turned non-finite at epoch 2, step 2 "
+                              "(received: nan); "), message
+    assert f"{tmp_path / 'run'} keeps epoch 1, its last finite checkpoint" in message
+    run = tmp_path / "run"
+    assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-1")
+    assert [h["epoch"] for h in json.loads((run / "history.json").read_text())] == [1]
+    assert not (run / "export.json").exists() and not (tmp_path / "run_exports").exists()

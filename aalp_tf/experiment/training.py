@@ -18,7 +18,7 @@ from aalp_tf.serving import saved_model
 from aalp_tf.config import RunConfig
 from aalp_tf.data.readers import ArraySplits
 from aalp_tf.data.datasets import DATASETS, load_arrays, make_data, split_sizes
-from aalp_tf.runs import EpochCheckpoint, RunFolder, write_atomically
+from aalp_tf.runs import EpochCheckpoint, RunFolder, StopOnNonFinite, write_atomically
 from aalp_tf.trainer import build_model
 
 
@@ -91,9 +91,11 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
             print(f"resuming {run.root} after epoch {first_epoch} of {cfg.train.epochs}")
         model.fit(data.train, epochs=cfg.train.epochs, initial_epoch=first_epoch,
                   steps_per_epoch=data.steps_per_epoch, validation_data=data.val,
-                  # The analysis probe goes before the checkpoint: a kill between them
-                  # repeats the epoch and rewrites its record.
-                  callbacks=[*training_probe.for_run(cfg, data, run.root), checkpoint,
+                  # A non-finite loss stops the run before anything records its epoch. The
+                  # analysis probe goes before the checkpoint: a kill between them repeats the
+                  # epoch and rewrites its record.
+                  callbacks=[StopOnNonFinite(run), *training_probe.for_run(cfg, data, run.root),
+                             checkpoint,
                              keras.callbacks.TensorBoard(str(run.logs)), *callbacks],
                   shuffle=False,  # the pipeline already orders each epoch by (seed, epoch)
                   verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose)
@@ -105,16 +107,22 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
 
 
 def _export_once(run: RunFolder, model, cfg: RunConfig, spec) -> pathlib.Path:
-    """Exports the finished run, unless this very run (same epochs) was exported already."""
+    """Exports the finished run, unless this very run (same epochs) was exported already.
+
+    The export carries its source (this run folder and its epochs), so a version that landed
+    before export.json did (a kill between the two) is found again, not exported twice.
+    """
+    source = {"run": str(run.root.resolve()), "epochs": cfg.train.epochs}
     record = run.exported()
     if record and record.get("epochs") == cfg.train.epochs and pathlib.Path(
             record["path"]).exists():
         print(f"already exported: {record['path']}")
         return pathlib.Path(record["path"])
-    path = saved_model.export_model(model, image_shape=spec.image_shape,
-                               export_dir=cfg.train.export_dir, name=cfg.export_name,
-                               config_json=cfg.to_json())
-    write_atomically(run.export_record,
-                     json.dumps({"path": str(path), "epochs": cfg.train.epochs}))
+    path = saved_model.find_export(cfg.train.export_dir, cfg.export_name, source)
+    if path is None:
+        path = saved_model.export_model(model, image_shape=spec.image_shape,
+                                        export_dir=cfg.train.export_dir, name=cfg.export_name,
+                                        config_json=cfg.to_json(), source=source)
+    write_atomically(run.export_record, json.dumps({"path": str(path), "epochs": cfg.train.epochs}))
     print(f"exported SavedModel: {path}")
     return path

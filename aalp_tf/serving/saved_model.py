@@ -18,6 +18,7 @@ Export a run's checkpoint from the command line (see serving/run_export.py):
         [--version=N] [--export_dir=saved_models]
 """
 import dataclasses
+import json
 import os
 import pathlib
 import shutil
@@ -31,6 +32,7 @@ from aalp_tf.errors import UsageError
 from aalp_tf.registry import Registry
 
 CONFIG_ASSET = "aalp_config.json"
+SOURCE_ASSET = "aalp_source.json"  # what the export was made from: see find_export
 WARMUP_ASSET = "tf_serving_warmup_requests"
 INPUT_KEY = "images"
 
@@ -100,7 +102,8 @@ class ServingModule(tf.Module):
 
 def export_model(model, *, image_shape: Sequence[int], export_dir: str, name: str,
                  version: Optional[int] = None, config_json: Optional[str] = None,
-                 warmup_batch_sizes: Sequence[int] = (1,)) -> pathlib.Path:
+                 warmup_batch_sizes: Sequence[int] = (1,),
+                 source: Optional[dict] = None) -> pathlib.Path:
     """Writes the model as `<export_dir>/<name>/<version>/`; returns that path.
 
     Args:
@@ -110,6 +113,8 @@ def export_model(model, *, image_shape: Sequence[int], export_dir: str, name: st
       version: an explicit version; refused if it already exists.
       config_json: the run's config, kept in assets.extra for evaluation and analysis.
       warmup_batch_sizes: one warm-up request per signature and batch size (empty: none).
+      source: what the export was made from (e.g. the run folder and its epochs), kept in
+        assets.extra so that `find_export` can recognise it.
     """
     root = pathlib.Path(export_dir) / name
     version = next_version(root) if version is None else int(version)
@@ -128,6 +133,8 @@ def export_model(model, *, image_shape: Sequence[int], export_dir: str, name: st
         extra.mkdir(exist_ok=True)
         if config_json is not None:
             (extra / CONFIG_ASSET).write_text(config_json)
+        if source is not None:
+            (extra / SOURCE_ASSET).write_text(json.dumps(source, sort_keys=True))
         if warmup_batch_sizes:
             write_warmup(extra / WARMUP_ASSET, name=name, image_shape=image_shape,
                          batch_sizes=warmup_batch_sizes)
@@ -137,6 +144,20 @@ def export_model(model, *, image_shape: Sequence[int], export_dir: str, name: st
         if created_root and root.is_dir() and not any(root.iterdir()):
             root.rmdir()  # a failed first export leaves no empty model folder either
     return final
+
+
+def find_export(export_dir: str, name: str, source: dict) -> Optional[pathlib.Path]:
+    """The version of `<export_dir>/<name>` exported from `source`, if one is there.
+
+    A run killed after its version folder was renamed into place and before it recorded the
+    export would otherwise export a second version when it is run again.
+    """
+    root = pathlib.Path(export_dir) / name
+    for version in versions(root):
+        record = root / str(version) / "assets.extra" / SOURCE_ASSET
+        if record.is_file() and json.loads(record.read_text()) == source:
+            return root / str(version)
+    return None
 
 
 def _process_alive(pid: int) -> bool:
