@@ -32,7 +32,8 @@ from aalp_tf.trainer import build_model
 _MAY_CHANGE = {"train.epochs", "data.source_dir", "data.data_dir", "train.export_dir",
                "train.keep_checkpoints",
                "train.analysis_probe",  # the probe only reads the model
-               "train.strategy"}  # a run may resume on another machine
+               "train.strategy",  # a run may resume on another machine
+               "train.model_dir"}  # the folder itself, however the command spells its path
 
 
 def write_atomically(path: pathlib.Path, text: str) -> None:
@@ -40,6 +41,25 @@ def write_atomically(path: pathlib.Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def check_writable(path, *, flag: str, within: bool = False) -> None:
+    """Refuses, in one line, a folder this process could not create or write into.
+
+    Nothing is created: the folder, or else the nearest part of its path that exists, must be
+    a folder this process may write into; `within` also checks every folder inside it.
+    """
+    path = existing = pathlib.Path(path)
+    while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
+        existing = existing.parent
+    folders = [existing, *(p for p in existing.rglob("*") if p.is_dir())] if within and \
+        existing == path else [existing]
+    for folder in folders:
+        if not folder.is_dir():
+            raise UsageError(f"{flag} {path}: {folder} is not a folder; accepted: a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag} {path} is not writable ({folder}: permission denied); "
+                             "accepted: a folder this user may write into")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
