@@ -73,6 +73,18 @@ def test_a_run_folder_with_other_settings_is_refused_and_kept(tmp_path):
     assert (tmp_path / "run" / "config.json").read_text() == before
 
 
+def test_the_same_folder_spelled_another_way_continues_the_run(tmp_path, monkeypatch, capsys):
+    """`--model_dir=./runs/x` after `--model_dir=runs/x` was refused: the stored path differed."""
+    monkeypatch.chdir(tmp_path)
+    first = train(tiny_config("runs/x", "natural"), arrays=ARRAYS, verbose=0)
+    again = train(tiny_config("./runs/x/", "natural"), arrays=ARRAYS, verbose=0)
+    assert "already exported: runs/x_exports/mnist_natural/1" in capsys.readouterr().out
+    assert again.export_path == first.export_path
+    assert [h["epoch"] for h in again.history] == [1]
+    assert json.loads((tmp_path / "runs/x/config.json").read_text())["train"]["model_dir"] == (
+        "./runs/x/")
+
+
 def test_a_worker_behind_by_its_first_epoch_makes_the_others_restart_from_ckpt_0(
         tmp_path, monkeypatch):
     """The multi-worker case CI met: one worker was killed before its first checkpoint landed,
