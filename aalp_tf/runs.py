@@ -52,8 +52,9 @@ def check_writable(path, *, flag: str, within: bool = False) -> None:
     path = existing = pathlib.Path(path)
     while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
         existing = existing.parent
-    folders = [existing, *(p for p in existing.rglob("*") if p.is_dir())] if within and \
-        existing == path else [existing]
+    folders = [existing]
+    if within and existing == path:  # it exists, and so may folders inside it
+        folders += [p for p in path.rglob("*") if p.is_dir()]
     for folder in folders:
         if not folder.is_dir():
             raise UsageError(f"{flag} {path}: {folder} is not a folder; accepted: a folder")
