@@ -16,8 +16,10 @@ def main(argv):
     cli.reject_positional(argv)
     cfg = analysis_config_from_flags()
     from aalp_tf.analysis import runner  # after flag parsing: --help stays fast
+    from aalp_tf.runs import check_writable
 
     runner.select(cfg.what)  # reject a bad name before loading anything
+    check_writable(cfg.out, flag="--out")  # in seconds, not after the attacks
     written = runner.run_all(cfg)
     print(f"{len(written)} files in {cfg.out}")
 

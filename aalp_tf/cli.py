@@ -4,15 +4,19 @@
 The paper's settings per dataset live in absl flagfiles, `flags/<dataset>.cfg`. When the command
 line names `--dataset=X`, that file is read first, so any flag given on the command line wins.
 """
+import contextlib
 import dataclasses
 import functools
 import importlib
+import importlib.abc
+import importlib.util
 import os
 import pathlib
 import re
 import shlex
 import sys
 import textwrap
+import threading
 from typing import Dict, List, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter off screen
@@ -547,6 +551,88 @@ def compare_config_from_flags() -> comparison_config.CompareConfig:
 
 # ---- running a command -------------------------------------------------------------------
 
+# What TensorFlow's libraries log while they load, before they read TF_CPP_MIN_LOG_LEVEL, so that
+# no setting hides it: absl's notice that logging is not set up yet, the notice that oneDNN is on
+# (aalp_tf turns it on on purpose) and, without a CUDA driver, that no GPU will be used. Each comes
+# twice: the profiler's library carries its own copy of the logging code.
+_LOAD_NOTICES = (b"WARNING: All log messages before absl::InitializeLog() is called are written "
+                 b"to STDERR", b"] oneDNN custom operations are on. ",
+                 b"] Could not find cuda drivers on your machine, GPU will not be used.")
+# Without a driver, the first look for a GPU then logs cuInit's failure as an error: expected.
+_NO_DRIVER, _CUINIT_FAILED = _LOAD_NOTICES[2], b"] failed call to cuInit: "
+
+
+@contextlib.contextmanager
+def stderr_without(drop):
+    """Runs the block with file descriptor 2 (C++ and Python alike) read by a thread that
+    passes on every line but those drop(line) is true for."""
+    sys.stderr.flush()
+    real = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward():
+        with open(read_end, "rb") as pipe:
+            for line in pipe:
+                if not drop(line):
+                    os.write(real, line)
+
+    thread = threading.Thread(target=forward, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 2)  # closes the pipe's last writer: the thread reads to its end
+        thread.join(timeout=10)
+        os.close(real)
+
+
+def load_notice_filter():
+    """drop(line) -> True for the notices above, and for cuInit's failure once the notice that
+    there is no CUDA driver has passed (with a driver, that failure is a real error)."""
+    no_driver = []
+
+    def drop(line: bytes) -> bool:
+        if _NO_DRIVER in line:
+            no_driver.append(line)
+        return any(notice in line for notice in _LOAD_NOTICES) or bool(
+            no_driver and _CUINIT_FAILED in line)
+
+    return drop
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Runs the first `import tensorflow`, wherever a command makes it, and the first look for
+    a GPU inside stderr_without(load_notice_filter()): the notices go, any other line stays."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once; and the real finders answer the call below
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            with stderr_without(load_notice_filter()):
+                load(module)
+                module.config.list_physical_devices("GPU")
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def quiet_tensorflow_start() -> None:
+    """Holds back TensorFlow's load notices when it is imported (not now: a command that fails
+    on its flags, or --help, never needs it). TF_CPP_MIN_LOG_LEVEL=0 keeps them."""
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" or any(
+            isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _QuietTensorFlowImport())
+
 
 def run(main, command: str) -> None:
     """absl's app.run with our flag parser; UsageError and Ctrl-C end in one line, no traceback.
@@ -569,6 +655,7 @@ def run(main, command: str) -> None:
                   "command again to resume", file=sys.stderr)
             sys.exit(130)
 
+    quiet_tensorflow_start()
     doc = sys.modules[main.__module__].__doc__
     app.run(guarded, flags_parser=functools.partial(parse_flags, command=command, doc=doc))
 

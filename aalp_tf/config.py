@@ -6,6 +6,7 @@ exactly the settings it was trained with.
 """
 import dataclasses
 import json
+import math
 from typing import Optional
 
 from aalp_tf.errors import UsageError
@@ -128,34 +129,76 @@ def check(condition: bool, message: str) -> None:
         raise UsageError(message)
 
 
+# Upper bounds of settings that have no natural one. absl's float flags accept `inf` and `nan`,
+# and a finite but absurd value trains as badly: --alpha=1e30 turns the loss to NaN in the first
+# epoch, as --alpha=inf does. Each bound sits far above any sensible value.
+MAX_LOSS_WEIGHT = 1000.0  # --alpha, --trades_beta: 1000x the paper's α = 1, 100x the tuner's
+#                           default range; at 1000 the cross-entropy is already ~1% of the loss
+MAX_LEARNING_RATE = 1.0  # Adam moves every weight by about the rate at every step
+MAX_TIMEOUT = 3600.0  # seconds a Predict request may wait
+INT32_MAX = 2 ** 31 - 1  # counts and steps become int32 tensors; a run's seed numpy's uint32
+
+
+def finite(value) -> bool:
+    """A real number, not NaN or ±inf. (A range check alone lets NaN through wherever it is
+    written as a negation, since every comparison with NaN is False.)"""
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _check_ints(cfg) -> None:
+    """Every integer field of a config, nested ones too, fits in int32: absl's integer flags
+    take any size, and a larger one would fail deep inside TensorFlow or numpy."""
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if dataclasses.is_dataclass(value):
+            _check_ints(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            flag = "attack_steps" if isinstance(cfg, AttackConfig) else field.name
+            check(abs(value) <= INT32_MAX,
+                  f"--{flag} must be at most {INT32_MAX} in size; received: {value}")
+
+
 def _validate_attack_and_data(a: AttackConfig, d: DataConfig) -> None:
-    check(0.0 < a.epsilon <= 1.0,
+    check(finite(a.epsilon) and 0.0 < a.epsilon <= 1.0,
           f"--epsilon must be in (0, 1] (pixel units, e.g. 0.3 or 8/255); received: {a.epsilon}")
-    check(0.0 < a.step_size <= 1.0, f"--step_size must be in (0, 1]; received: {a.step_size}")
+    check(finite(a.step_size) and 0.0 < a.step_size <= 1.0,
+          f"--step_size must be in (0, 1]; received: {a.step_size}")
     check(d.batch_size >= 1, f"--batch_size must be >= 1; received: {d.batch_size}")
     for name in ("train_examples", "test_examples", "val_examples"):
         value = getattr(d, name)
         check(value >= 0, f"--{name} must be >= 0 (0 means all); received: {value}")
 
 
+def _validate_method(m: MethodConfig) -> None:
+    for name in ("alpha", "trades_beta"):
+        value = getattr(m, name)
+        check(finite(value) and 0 <= value <= MAX_LOSS_WEIGHT,
+              f"--{name} must be in [0, {MAX_LOSS_WEIGHT:g}]; received: {value}")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
     a, t, m = cfg.attack, cfg.train, cfg.model
+    _check_ints(cfg)
     _validate_attack_and_data(a, cfg.data)
     check(a.steps >= 1, f"--attack_steps must be >= 1; received: {a.steps}")
-    check(0 <= a.warmup_epochs <= t.epochs,
+    check(t.epochs >= 1, f"--epochs must be >= 1; received: {t.epochs}")
+    check(finite(a.warmup_epochs) and 0 <= a.warmup_epochs <= t.epochs,
           f"--epsilon_warmup_epochs must be in [0, --epochs={t.epochs}]; received: "
           f"{a.warmup_epochs}")
-    check(t.epochs >= 1, f"--epochs must be >= 1; received: {t.epochs}")
-    check(t.learning_rate > 0, f"--learning_rate must be > 0; received: {t.learning_rate}")
-    check(0.0 < m.keep_fraction <= 1.0,
+    check(finite(t.learning_rate) and 0 < t.learning_rate <= MAX_LEARNING_RATE,
+          f"--learning_rate must be in (0, {MAX_LEARNING_RATE:g}]; received: {t.learning_rate}")
+    check(finite(m.keep_fraction) and 0.0 < m.keep_fraction <= 1.0,
           f"--keep_fraction must be in (0, 1]; received: {m.keep_fraction}")
     check(m.width >= 0, f"--width must be >= 0 (0: the architecture's default); received: {m.width}")
     check(t.analysis_probe >= 0,
           f"--analysis_probe must be >= 0 (0: off); received: {t.analysis_probe}")
-    check(cfg.method.alpha >= 0, f"--alpha must be >= 0; received: {cfg.method.alpha}")
-    check(cfg.method.trades_beta >= 0,
-          f"--trades_beta must be >= 0; received: {cfg.method.trades_beta}")
+    check(t.val_attack_steps >= 0, "--val_attack_steps must be >= 0 (0: --attack_steps); "
+                                   f"received: {t.val_attack_steps}")
+    check(t.keep_checkpoints >= 0,
+          f"--keep_checkpoints must be >= 0 (0: all); received: {t.keep_checkpoints}")
+    check(t.seed >= 0, f"--seed must be >= 0; received: {t.seed}")
+    _validate_method(cfg.method)
     # Keras silently compiles without XLA under op determinism: say so instead.
     check(not (t.jit_compile and t.deterministic),
           "--jit_compile needs --nodeterministic (Keras turns XLA off under deterministic ops); "
@@ -192,6 +235,7 @@ class EvalConfig:
 
 def validate_eval(cfg: EvalConfig) -> EvalConfig:
     """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
+    _check_ints(cfg)
     _validate_attack_and_data(cfg.attack, cfg.data)
     check(cfg.restarts >= 1, f"--restarts must be >= 1; received: {cfg.restarts}")
     check(len(cfg.attacks) > 0, "--attacks is empty: name at least one, e.g. clean,pgd40")
@@ -230,6 +274,7 @@ class AnalysisConfig:
 
 def validate_analysis(cfg: AnalysisConfig) -> AnalysisConfig:
     """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
+    _check_ints(cfg)
     _validate_attack_and_data(cfg.attack, cfg.data)
     labels = [label for label, _ in cfg.models]
     check(len(labels) > 0, "--models is empty; accepted: label:path pairs, e.g. "
@@ -275,24 +320,32 @@ class TuneConfig:
     export_best: bool = True
 
 
-def _check_range(name: str, bounds, *, high_max: Optional[float] = None) -> None:
+def _check_range(name: str, bounds, *, high_max: Optional[float] = None, top=None) -> None:
+    """LOW,HIGH with 0 < LOW < HIGH (<= high_max); `top`: (flag, bound) HIGH may not exceed,
+    the bound of the flag the range searches."""
     check(bounds is not None and len(bounds) == 2 and 0 < bounds[0] < bounds[1]
           and (high_max is None or bounds[1] <= high_max),
           f"--{name} must be LOW,HIGH with 0 < LOW < HIGH"
           f"{'' if high_max is None else f' <= {high_max}'}; received: {bounds}")
+    if top is not None:
+        flag, bound = top
+        check(finite(bounds[1]) and bounds[1] <= bound, f"--{name}'s HIGH must be at most "
+              f"{bound:g}, the largest {flag}; received: {bounds}")
 
 
 def validate_tune(cfg: TuneConfig) -> TuneConfig:
     """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
     validate(cfg.run)
+    _check_ints(cfg)
     check(cfg.max_trials >= 1, f"--max_trials must be >= 1; received: {cfg.max_trials}")
     check(cfg.hyperband_factor >= 2,
           f"--hyperband_factor must be >= 2; received: {cfg.hyperband_factor}")
     check(cfg.run.data.val_examples > 0, "--val_examples must be > 0 to tune: the objective is "
           f"measured on the validation slice; received: {cfg.run.data.val_examples}")
-    _check_range("alpha_range", cfg.alpha_range)
+    _check_range("alpha_range", cfg.alpha_range, top=("--alpha", MAX_LOSS_WEIGHT))
     if cfg.learning_rate_range is not None:
-        _check_range("learning_rate_range", cfg.learning_rate_range)
+        _check_range("learning_rate_range", cfg.learning_rate_range,
+                     top=("--learning_rate", MAX_LEARNING_RATE))
     if cfg.keep_fraction_range is not None:
         _check_range("keep_fraction_range", cfg.keep_fraction_range, high_max=1.0)
     return cfg
@@ -324,11 +377,12 @@ class ExportConfig:
 
 def validate_export(cfg: ExportConfig) -> ExportConfig:
     """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
+    _check_ints(cfg)
     check(cfg.checkpoint >= 0, f"--checkpoint must be an epoch >= 1 (0: the latest); "
                                f"received: {cfg.checkpoint}")
     check(cfg.version is None or cfg.version >= 1,
           f"--version must be >= 1 (unset: the next free one); received: {cfg.version}")
-    check(all(b >= 1 for b in cfg.warmup_batch_sizes),
+    check(all(1 <= b <= INT32_MAX for b in cfg.warmup_batch_sizes),
           f"--warmup_batch_sizes must be batch sizes >= 1; received: {cfg.warmup_batch_sizes}")
     return cfg
 
@@ -359,12 +413,14 @@ class PredictConfig:
 def validate_predict(cfg: PredictConfig) -> PredictConfig:
     """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
     host, _, port = cfg.server.rpartition(":")
+    _check_ints(cfg)
     check(bool(host) and port.isdigit() and 0 < int(port) < 65536,
           f"--server must be HOST:PORT; received: {cfg.server!r}")
     check(bool(cfg.model), "--model is not set: pass the served model's name, e.g. "
                            "--model=mnist_aalp")
     check(bool(cfg.images), "--images is not set: pass a .npy file of images [N, H, W, C]")
-    check(cfg.timeout > 0, f"--timeout must be > 0 seconds; received: {cfg.timeout}")
+    check(finite(cfg.timeout) and 0 < cfg.timeout <= MAX_TIMEOUT,
+          f"--timeout must be in (0, {MAX_TIMEOUT:g}] seconds; received: {cfg.timeout}")
     check(cfg.version is None or cfg.version >= 1,
           f"--version must be >= 1 (unset: the server's latest); received: {cfg.version}")
     return cfg

@@ -21,6 +21,8 @@ def main(argv):
 
     for name in cfg.attacks:
         suite.parse_attack(name)  # reject a bad name before loading anything
+    output = cfg.output or suite.default_output(cfg.model)
+    suite.check_output(output)
     spec = DATASETS.get(cfg.data.dataset)
     logits_fn, image_shape = saved_model.load_serving_logits(cfg.model)
     if tuple(image_shape) != tuple(spec.image_shape):
@@ -40,7 +42,7 @@ def main(argv):
     if failed:
         print(f"WARNING: sanity checks failed: {', '.join(failed)} (details above and in the "
               "JSON): these numbers may overstate robustness")
-    output = suite.write_json(cfg.output or suite.default_output(cfg.model), record)
+    output = suite.write_json(output, record)
     print(f"wrote {output}")
 
 

@@ -35,7 +35,8 @@ from aalp_tf.trainer import build_model
 _MAY_CHANGE = {"train.epochs", "data.source_dir", "data.data_dir", "train.export_dir",
                "train.keep_checkpoints",
                "train.analysis_probe",  # the probe only reads the model
-               "train.strategy"}  # a run may resume on another machine
+               "train.strategy",  # a run may resume on another machine
+               "train.model_dir"}  # the folder itself, however the command spells its path
 
 
 def _temporary_suffix() -> str:
@@ -78,6 +79,26 @@ def remove_stale_temporaries(run: "RunFolder") -> List[pathlib.Path]:
     for path in removed:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     return removed
+
+
+def check_writable(path, *, flag: str, within: bool = False) -> None:
+    """Refuses, in one line, a folder this process could not create or write into.
+
+    Nothing is created: the folder, or else the nearest part of its path that exists, must be
+    a folder this process may write into; `within` also checks every folder inside it.
+    """
+    path = existing = pathlib.Path(path)
+    while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
+        existing = existing.parent
+    folders = [existing]
+    if within and existing == path:  # it exists, and so may folders inside it
+        folders += [p for p in path.rglob("*") if p.is_dir()]
+    for folder in folders:
+        if not folder.is_dir():
+            raise UsageError(f"{flag} {path}: {folder} is not a folder; accepted: a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag} {path} is not writable ({folder}: permission denied); "
+                             "accepted: a folder this user may write into")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

@@ -8,6 +8,7 @@ With KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT set, th
 is a chief (holds the oracle) or a worker (runs trials): see the README's "Tuning" section.
 Exit status 1 when no trial completed.
 """
+import pathlib
 import sys
 
 from aalp_tf import cli
@@ -17,8 +18,14 @@ from aalp_tf.cli import tune_config_from_flags
 def main(argv):
     cli.reject_positional(argv)
     cfg = tune_config_from_flags()
+    from aalp_tf.runs import check_writable
     from aalp_tf.tuning import tuners  # after flag parsing: --help stays fast
 
+    # In seconds, not after the search: the search folder holds every trial's run folder.
+    check_writable(cfg.run.train.model_dir, flag="--model_dir", within=True)
+    if cfg.export_best:
+        check_writable(pathlib.Path(cfg.run.train.export_dir) / cfg.run.export_name,
+                       flag="--export_dir")
     result = tuners.search(cfg)
     failed = [row["trial"] for row in result.rows if row["status"] != tuners.COMPLETED]
     if result.rows and len(failed) == len(result.rows):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from aalp_tf.errors import UsageError
 from aalp_tf.evaluation import checks, robustness
 
 EPS = 0.1
@@ -43,7 +44,21 @@ def stateful(labels, after_calls=12):
     return logits
 
 
+def nan_where(rows):
+    """linear() with NaN outputs on the examples where rows(x) ([N] bool) holds."""
+    return lambda x: tf.where(rows(x)[:, None], float("nan"), linear(x))
+
+
+def first_example(x):
+    return tf.range(tf.shape(x)[0]) == 0
+
+
+def every_example(x):
+    return tf.ones(tf.shape(x)[:1], tf.bool)
+
+
 BROKEN = {  # check -> a model built to fail it
+    checks.finite_outputs: lambda y: nan_where(first_example),
     checks.logits_not_probabilities: lambda y: lambda x: tf.nn.softmax(linear(x)),
     checks.deterministic: lambda y: lambda x: linear(x) + tf.random.normal([tf.shape(x)[0], 5],
                                                                             stddev=10.0),
@@ -103,3 +118,47 @@ def test_a_model_that_ignores_its_input_is_reported_not_a_crash(slice_):
     result = checks.nonzero_gradients(checks.Probe(constant, x, y, epsilon=EPS))
     assert not result.passed
     assert result.detail.startswith("16 of 16 examples have an all-zero input gradient")
+
+
+def test_non_finite_outputs_are_named_and_never_pass_for_logits_or_determinism(slice_):
+    """A NaN model printed `ok: outputs in [nan, nan]` and blamed randomness at inference."""
+    x, y = slice_
+    probe = checks.Probe(nan_where(every_example), x, y, epsilon=EPS)
+    results = {check.__name__: check(probe) for check in (
+        checks.finite_outputs, checks.logits_not_probabilities, checks.deterministic)}
+    assert {name: (r.passed, r.detail) for name, r in results.items()} == {
+        "finite_outputs": (False, "16 of 16 examples get NaN or inf outputs: non-finite weights "
+                                  "(a diverged training run?) or an overflow; their class is "
+                                  "argmax's pick among NaNs and their gradient NaN, so "
+                                  "accuracies there mean nothing"),
+        "logits_not_probabilities": (False, "cannot tell: every output is NaN or inf (see "
+                                            "finite_outputs)"),
+        "deterministic": (False, "cannot tell: every output is NaN or inf (see finite_outputs)"),
+    }
+
+
+def test_some_non_finite_outputs_leave_the_other_checks_to_the_finite_ones(slice_):
+    x, y = slice_
+    probe = checks.Probe(nan_where(first_example), x, y, epsilon=EPS)
+    finite = checks.finite_outputs(probe)
+    assert (finite.passed, finite.detail[:39]) == (False, "1 of 16 examples get NaN or inf outputs")
+    logits = linear(x[1:]).numpy()
+    assert checks.logits_not_probabilities(probe) == checks.CheckResult(
+        "logits_not_probabilities", True, f"outputs in [{logits.min():.3g}, {logits.max():.3g}]"
+        f", row sums [{logits.sum(-1).min():.3g}, {logits.sum(-1).max():.3g}]: logits")
+    assert checks.deterministic(probe) == checks.CheckResult(
+        "deterministic", True, "two identical calls differ by 0")
+
+
+@pytest.mark.parametrize("run_checks", [True, False])
+def test_an_evaluation_of_a_model_whose_every_output_is_nan_fails_in_one_line(slice_,
+                                                                              run_checks):
+    x, y = slice_
+    with pytest.raises(UsageError) as err:
+        robustness.evaluate(nan_where(every_example), [(x, y)], attacks=["clean"],
+                            image_shape=(8, 8, 1), epsilon=EPS, step_size=EPS / 4,
+                            checks=run_checks, check_examples=10)
+    assert str(err.value) == (
+        "the model's outputs are all NaN or inf, so there is nothing to evaluate; received: a "
+        "model whose every logit on the first 10 test images is non-finite (NaN or inf weights, "
+        "e.g. from a diverged training run); accepted: a model with finite logits")

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.helpers.commands import assert_one_line_error, command
+from tests.helpers.commands import (Subprocesses, assert_one_line_error, command,
+                                    without_root_powers)
 from tests.helpers.dataset_files import write_mnist_files
 from tests.helpers.tiny import tiny_arrays
 
@@ -43,6 +44,119 @@ def mnist_dir(tmp_path_factory):
 def test_train_rejects_bad_input_in_one_line(tmp_path, args, expected):
     assert_one_line_error(command("train", *args, cwd=tmp_path), expected)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("ckpt*"))
+
+
+def assert_refused_together(cases, *, cwd, prefix=(), env=None):
+    """Starts every case at once (TensorFlow's start-up dominates each): name -> (command and
+    flags, the one line it must print on stderr; `cwd` may be a callable of the name)."""
+    started = Subprocesses()
+    try:
+        for name, (argv, _) in cases.items():
+            started.start(name, ["-m", f"aalp_tf.{argv[0]}", *argv[1:]], prefix=prefix, env=env,
+                          cwd=cwd(name) if callable(cwd) else cwd)
+        for name, (_, line) in cases.items():
+            code, _, err = started.result(name)
+            assert (code, err) == (2, line + "\n"), name
+    finally:
+        started.close()
+
+
+def test_a_bad_value_is_the_one_line_on_stderr_and_nothing_is_written(tmp_path):
+    """Each in its own empty folder, with TF_CPP_MIN_LOG_LEVEL unset as a user has it:
+    TensorFlow's start-up notices do not come before the error either. (Every value of every
+    command: tests/test_config.py.)"""
+    cases = {
+        "learning_rate": (["train", "--dataset=mnist", "--learning_rate=inf"],
+                          "error: --learning_rate must be in (0, 1]; received: inf"),
+        # It used to fail in the first validation, after config.json was written.
+        "val_attack_steps": (["train", "--dataset=mnist", "--val_attack_steps=-1"],
+                             "error: --val_attack_steps must be >= 0 (0: --attack_steps); "
+                             "received: -1"),
+    }
+    for name in cases:
+        (tmp_path / name).mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    assert_refused_together(cases, cwd=lambda name: tmp_path / name, env=env)
+    assert [list((tmp_path / name).iterdir()) for name in cases] == [[], []]
+
+
+@pytest.fixture
+def locked(tmp_path):
+    """A read-only folder, and the prefix that runs a command bound by it (root is not)."""
+    prefix = without_root_powers()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: root writes into read-only folders")
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    os.chmod(folder, 0o555)
+    yield folder, prefix
+    os.chmod(folder, 0o755)
+    assert list(folder.iterdir()) == []
+
+
+def denied(folder) -> str:
+    return f"({folder}: permission denied); accepted: a folder this user may write into"
+
+
+def test_train_refuses_unwritable_folders_before_training(tmp_path, mnist_dir, locked):
+    folder, prefix = locked
+    train = ["train", "--dataset=mnist", f"--source_dir={mnist_dir}", "--epochs=1", *TINY_RUN]
+    assert_refused_together({
+        "model_dir": ([*train, f"--model_dir={folder}/run"],
+                      f"error: --model_dir {folder}/run is not writable {denied(folder)}"),
+        # It was a PermissionError after the whole run had trained.
+        "export_dir": ([*train, "--model_dir=run", f"--export_dir={folder}"],
+                       f"error: --export_dir {folder}/mnist_aalp is not writable "
+                       f"{denied(folder)}"),
+    }, cwd=tmp_path, prefix=prefix)
+    assert [p.name for p in tmp_path.iterdir()] == ["locked"]
+
+
+def test_evaluate_refuses_an_output_it_could_not_write_before_evaluating(tmp_path, locked):
+    folder, prefix = locked
+    (tmp_path / "a_folder").mkdir()
+    evaluate = ["evaluate", "--dataset=mnist", "--model=m"]  # checked before the model is read
+    assert_refused_together({
+        # It was an IsADirectoryError after the whole evaluation had run.
+        "folder": ([*evaluate, "--output=a_folder"], "error: --output a_folder is a folder; "
+                                                     "accepted: a file path, e.g. "
+                                                     "a_folder/evaluation.json"),
+        "locked": ([*evaluate, f"--output={folder}/e.json"],
+                   f"error: --output's folder {folder} is not writable {denied(folder)}"),
+    }, cwd=tmp_path, prefix=prefix)
+    assert list((tmp_path / "a_folder").iterdir()) == []
+
+
+def test_tune_and_analyze_refuse_unwritable_folders_first(tmp_path, mnist_dir, locked):
+    folder, prefix = locked
+    assert_refused_together({
+        "tune": (["tune", "--dataset=mnist", f"--source_dir={mnist_dir}", "--epochs=1",
+                  "--max_trials=1", *TINY_RUN, f"--model_dir={folder}/search"],
+                 f"error: --model_dir {folder}/search is not writable {denied(folder)}"),
+        "analyze": (["analyze", "--dataset=mnist", "--models=m:no_run", f"--out={folder}/a"],
+                    f"error: --out {folder}/a is not writable {denied(folder)}"),
+    }, cwd=tmp_path, prefix=prefix)
+    assert [p.name for p in tmp_path.iterdir()] == ["locked"]
+
+
+def test_only_tensorflows_load_notices_are_held_back(capfd):
+    """What the commands drop from stderr while TensorFlow loads; a real error still prints."""
+    from aalp_tf import cli
+
+    notices = [b"WARNING: All log messages before absl::InitializeLog() is called are written to "
+               b"STDERR\n",
+               b"I0000 00:00:17.5 27660 port.cc:153] oneDNN custom operations are on. You may see "
+               b"slightly different numerical results\n",
+               b"I0000 00:00:17.6 27660 cudart_stub.cc:31] Could not find cuda drivers on your "
+               b"machine, GPU will not be used.\n"]
+    cuinit = (b"E0000 00:00:17.8 27660 cuda_platform.cc:52] failed call to cuInit: INTERNAL: "
+              b"CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n")
+    genuine = b"E0000 00:00:17.9 27660 kernel.cc:10] Resource exhausted: OOM\n"
+    with cli.stderr_without(cli.load_notice_filter()):
+        # cuInit's failure is a real error while no notice has said there is no driver
+        for line in [cuinit, *notices, cuinit, genuine, b"no newline at the end"]:
+            os.write(2, line)
+    assert capfd.readouterr().err == (cuinit + genuine + b"no newline at the end").decode()
 
 
 KEY_FLAGS = {
@@ -128,7 +242,24 @@ def test_train_then_evaluate_end_to_end(tmp_path, mnist_dir):
     assert all(0.0 <= v <= 1.0 for v in record["accuracy"].values())
     assert record["accuracy"]["pgd3"] <= record["accuracy"]["clean"]
     assert "sanity checks on the first 64 test images:" in evaluated.stdout  # --checks is on
-    assert record["checks"]["examples"] == 64 and len(record["checks"]["results"]) == 6
+    assert record["checks"]["examples"] == 64 and len(record["checks"]["results"]) == 7
+
+    prefix = without_root_powers()
+    if prefix is not None:  # the finished run, read-only: refused before anything, not a trace
+        run = tmp_path / "runs/mnist_aalp"
+        folders = [run, *(p for p in run.rglob("*") if p.is_dir())]
+        for folder in folders:
+            os.chmod(folder, 0o555)
+        try:
+            again = command("train", "--dataset=mnist", "--method=aalp",
+                            f"--source_dir={mnist_dir}", "--epochs=1", *TINY_RUN, cwd=tmp_path,
+                            prefix=prefix)
+        finally:
+            for folder in folders:
+                os.chmod(folder, 0o755)
+        assert (again.returncode, again.stderr) == (2, (
+            "error: --model_dir runs/mnist_aalp is not writable (runs/mnist_aalp: permission "
+            "denied); accepted: a folder this user may write into\n"))
 
     bad = command("evaluate", "--model=saved_models/mnist_aalp", "--dataset=mnist",
                   f"--source_dir={mnist_dir}", cwd=tmp_path)

@@ -17,6 +17,8 @@ from aalp_tf.serving import request_protos, saved_model
 from aalp_tf.config import ExportConfig
 from aalp_tf.errors import UsageError
 from aalp_tf.serving.run_export import export_run
+from aalp_tf.data.datasets import DATASETS
+from aalp_tf.trainer import build_model
 from aalp_tf.experiment.training import train
 from tests.helpers.commands import REPO, Subprocesses
 from tests.helpers.tiny import tiny_arrays, tiny_config
@@ -206,6 +208,21 @@ def test_an_interrupted_export_leaves_nothing_behind(trained, tmp_path, monkeypa
     assert sorted(p.name for p in existing.iterdir()) == ["1"]  # no version 2, no .tmp-*
 
 
+def test_a_model_with_a_non_finite_weight_is_not_exported(tmp_path):
+    """What --learning_rate=inf or --alpha=inf trained: every answer of it would be NaN."""
+    model = build_model(tiny_config(tmp_path / "run", "natural"), DATASETS.get("mnist"))
+    kernel = model.classifier.kernel
+    kernel.assign(tf.tensor_scatter_nd_update(kernel, [[3, 1]], [float("nan")]))
+    with pytest.raises(UsageError) as err:
+        saved_model.export_model(model, image_shape=(28, 28, 1), export_dir=str(tmp_path / "out"),
+                                 name="m")
+    assert str(err.value) == (
+        f"the model's weights are not finite: nothing was exported; received: NaN or inf in 1 of "
+        f"{len(model.weights)} variables ({kernel.path}); accepted: finite weights (export an "
+        "earlier --checkpoint, or train again with a lower --learning_rate or --alpha)")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_killed_exports_leftover_is_removed_by_the_next_export(tmp_path):
     """kill -9 mid-write leaves .tmp-<version>-<pid>; the next export removes it when that
     process is gone, and leaves a live writer's folder alone."""
@@ -260,13 +277,20 @@ def test_saved_model_cli_gives_the_same_outputs(trained, commands):
                                        atol=1e-6)
 
 
-def test_wrong_rank_shape_and_dtype_are_clean_errors_and_the_process_survives(commands):
+def bad_input_outcomes(commands, cases):
+    """{(loader, signature, case): [error type, message]} of the bad-input probe, for `cases`."""
     code, out, err = commands[0].result("bad_inputs")
     assert code == 0, f"exit {code} ({signal.Signals(-code).name if code < 0 else ''}): {err}"
     outcomes = json.loads(out.strip().splitlines()[-1])
+    return {tuple(key.split()): value for key, value in outcomes.items()
+            if key.split()[2] in cases}
+
+
+def test_wrong_rank_shape_and_dtype_are_clean_errors_and_the_process_survives(commands):
+    outcomes = bad_input_outcomes(commands, ("rank", "shape", "dtype"))
     assert len(outcomes) == 12
-    for key, (kind, message) in outcomes.items():
-        loader, signature, case = key.split()
+    for (loader, signature, case), (kind, message) in outcomes.items():
+        key = (loader, signature, case)
         assert kind == "InvalidArgumentError", (key, kind, message)
         if case == "dtype":
             wanted = "float" if signature == "serving_default" else "uint8"
@@ -274,6 +298,41 @@ def test_wrong_rank_shape_and_dtype_are_clean_errors_and_the_process_survives(co
                     or f"expected to be a {wanted} tensor but is a int32 tensor" in message), key
         else:  # the signature's own check, not a kernel deep inside the model
             assert "is not compatible with expected shape [?,28,28,1]" in message, (key, message)
+
+
+ACCEPTED = ("accepted: float32 pixels in [0, 1] (0-255 pixels: divide by 255, or send uint8 to "
+            "predict_uint8)")
+
+
+def test_serving_default_refuses_non_finite_and_out_of_range_pixels(commands):
+    """Through TF Serving's own path (TF1 loader, C++ Session) and tf.saved_model.load: one NaN
+    or inf pixel, a pixel outside [0, 1] or 0-255 floats are an InvalidArgument naming them."""
+    outcomes = bad_input_outcomes(commands, ("in_range", "nan", "inf", "above", "below",
+                                             "scaled"))
+    expected = {"nan": "serving_default images must be finite; received: NaN or inf pixels; ",
+                "inf": "serving_default images must be finite; received: NaN or inf pixels; ",
+                "above": "serving_default images must be in [0, 1]; received: pixels in "
+                         "[0, 1.5]; ",
+                "below": "serving_default images must be in [0, 1]; received: pixels in "
+                         "[-0.25, 1]; ",
+                "scaled": "serving_default images must be in [0, 1]; received: pixels in "
+                          "[0, 255]; "}
+    assert len(outcomes) == 12
+    for (loader, signature, case), (kind, message) in outcomes.items():
+        if case == "in_range":  # 0 and 1 themselves are pixels
+            assert [kind, message] == ["answered", {"classes": [2], "logits": [2, 10],
+                                                    "probabilities": [2, 10]}], (loader, message)
+            continue
+        assert kind == "InvalidArgumentError", (loader, case, kind, message)
+        assert f"assertion failed: [{expected[case]}{ACCEPTED}]" in message, (loader, message)
+
+
+def test_an_empty_batch_gets_empty_outputs_from_both_signatures(commands):
+    outcomes = bad_input_outcomes(commands, ("empty",))
+    assert outcomes == {
+        (loader, signature, "empty"): ["answered", {"classes": [0], "logits": [0, 10],
+                                                    "probabilities": [0, 10]}]
+        for loader in ("tf1_cpp", "tf2") for signature in ("serving_default", "predict_uint8")}
 
 
 def test_export_command_writes_the_version_asked_for(trained, commands):

@@ -39,7 +39,8 @@ def exports(tmp_path_factory):
     shutil.copytree(path, folder / "other" / "3")
     (folder / "unfinished" / "1").mkdir(parents=True)
     (folder / "notes.txt").write_text("not a model")
-    for name, images in (("uint8", X_UINT8), ("float", X), ("scaled", X * 255), ("rank3", X[0])):
+    for name, images in (("uint8", X_UINT8), ("float", X), ("scaled", X * 255), ("rank3", X[0]),
+                         ("nan", np.where(X > 0.5, np.nan, X))):
         np.save(folder.parent / f"{name}.npy", images)
     return folder, path
 
@@ -176,6 +177,8 @@ def test_images_pick_their_signature(exports):
 @pytest.mark.parametrize("name,signature,message", [
     ("scaled", "auto", "holds values in [0, 230]; accepted for serving_default: float32 images "
                        "in [0, 1] (uint8 pixels go to predict_uint8 as they are)"),
+    ("nan", "auto", "holds NaN or inf values; accepted for serving_default: float32 images in "
+                    "[0, 1]"),
     ("uint8", "serving_default", "holds uint8 values; accepted for serving_default: float32 "
                                  "images in [0, 1]"),
     ("float", "predict_uint8", "holds float32 values; accepted for predict_uint8: uint8 pixels "

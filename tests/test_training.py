@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -71,6 +72,30 @@ def test_a_run_folder_with_other_settings_is_refused_and_kept(tmp_path):
                               "(method.name: 'alp' -> 'madry'); accepted: the same settings to "
                               "resume it, or a new --model_dir")
     assert (tmp_path / "run" / "config.json").read_text() == before
+
+
+def test_the_same_folder_spelled_another_way_continues_the_run(tmp_path, monkeypatch, capsys):
+    """`--model_dir=./runs/x` after `--model_dir=runs/x` was refused: the stored path differed."""
+    monkeypatch.chdir(tmp_path)
+    first = train(tiny_config("runs/x", "natural"), arrays=ARRAYS, verbose=0)
+    again = train(tiny_config("./runs/x/", "natural"), arrays=ARRAYS, verbose=0)
+    assert "already exported: runs/x_exports/mnist_natural/1" in capsys.readouterr().out
+    assert again.export_path == first.export_path
+    assert [h["epoch"] for h in again.history] == [1]
+    assert json.loads((tmp_path / "runs/x/config.json").read_text())["train"]["model_dir"] == (
+        "./runs/x/")
+
+
+def test_an_export_dir_that_is_a_file_is_refused_before_the_run_starts(tmp_path):
+    """It failed at the export, after the whole run. (Unwritable folders: tests/test_cli.py.)"""
+    (tmp_path / "exports").write_text("")
+    cfg = tiny_config(tmp_path / "run", "natural")
+    cfg = cfg.replace(train=dataclasses.replace(cfg.train, export_dir=str(tmp_path / "exports")))
+    with pytest.raises(UsageError) as err:
+        train(cfg, arrays=ARRAYS, verbose=0)
+    assert str(err.value) == (f"--export_dir {tmp_path}/exports/mnist_natural: {tmp_path}/exports "
+                              "is not a folder; accepted: a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exports"]
 
 
 def test_a_worker_behind_by_its_first_epoch_makes_the_others_restart_from_ckpt_0(

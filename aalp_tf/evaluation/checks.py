@@ -1,7 +1,8 @@
 """Sanity checks against false robustness, reported by `evaluate` beside every result.
 
-A model that returns probabilities, is random at inference or has vanishing gradients can look
-robust to gradient attacks while it is not (Athalye et al. 2018; Carlini et al. 2019; AutoAttack's
+A model whose outputs are NaN or inf classifies nothing (argmax then answers class 0), and one
+that returns probabilities, is random at inference or has vanishing gradients can look robust to
+gradient attacks while it is not (Athalye et al. 2018; Carlini et al. 2019; AutoAttack's
 own checks). A sound evaluation also sees accuracy fall with epsilon to ~0, iterative attacks at
 least as strong as one step, and more steps or restarts never help the model. A failed check is a
 warning, not an error: the numbers are still reported, with the warning beside them.
@@ -17,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from aalp_tf import attacks
+from aalp_tf.errors import UsageError
 from aalp_tf.evaluation import autoattack
 
 CHECK_STEPS = 20
@@ -41,6 +43,13 @@ class Probe:
         self.n = int(self.x.shape[0])
         self.slack = max(SLACK, 1.0 / self.n)
         self._accuracy: Dict[tuple, float] = {}
+        self._outputs = None
+
+    def outputs(self) -> np.ndarray:
+        """The model's outputs on the slice (one call, kept)."""
+        if self._outputs is None:
+            self._outputs = self.logits_fn(self.x).numpy()
+        return self._outputs
 
     def accuracy(self, key: tuple, attack: Callable) -> float:
         if key not in self._accuracy:
@@ -73,8 +82,29 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
+def _finite_rows(out: np.ndarray) -> np.ndarray:
+    return np.isfinite(out).all(axis=-1)
+
+
+# The checks below that judge output values say so, and fail, when no output is finite.
+NOTHING_FINITE = "cannot tell: every output is NaN or inf (see finite_outputs)"
+
+
+def finite_outputs(probe: Probe) -> CheckResult:
+    bad = int(np.sum(~_finite_rows(probe.outputs())))
+    if bad:
+        return CheckResult("finite_outputs", False, f"{bad} of {probe.n} examples get NaN or inf "
+                           "outputs: non-finite weights (a diverged training run?) or an "
+                           "overflow; their class is argmax's pick among NaNs and their gradient "
+                           "NaN, so accuracies there mean nothing")
+    return CheckResult("finite_outputs", True, f"all {probe.n} examples get finite outputs")
+
+
 def logits_not_probabilities(probe: Probe) -> CheckResult:
-    out = probe.logits_fn(probe.x).numpy()
+    out = probe.outputs()
+    out = out[_finite_rows(out)]  # NaN would make every comparison below False
+    if not out.size:
+        return CheckResult("logits_not_probabilities", False, NOTHING_FINITE)
     sums = out.sum(axis=-1)
     probabilities = out.min() >= 0 and out.max() <= 1 and np.allclose(sums, 1.0, atol=1e-4)
     if probabilities:
@@ -88,11 +118,16 @@ def logits_not_probabilities(probe: Probe) -> CheckResult:
 
 def deterministic(probe: Probe) -> CheckResult:
     first, second = probe.logits_fn(probe.x).numpy(), probe.logits_fn(probe.x).numpy()
-    gap = float(np.max(np.abs(first - second)))
-    if not np.allclose(first, second, rtol=1e-5, atol=1e-6):
+    both = np.isfinite(first) & np.isfinite(second)
+    if not both.any() and np.array_equal(first, second, equal_nan=True):
+        return CheckResult("deterministic", False, NOTHING_FINITE)
+    gap = float(np.max(np.abs(first[both] - second[both]), initial=0.0))
+    # NaN and inf at the same places are the same answer; anywhere else, a difference.
+    if not np.allclose(first, second, rtol=1e-5, atol=1e-6, equal_nan=True):
         return CheckResult("deterministic", False, f"two identical calls differ by up to "
-                           f"{gap:.3g}: the model is random at inference (dropout or noise "
-                           "left on?), so gradients are noisy and accuracies not reproducible")
+                           f"{gap:.3g} (or in where their outputs are NaN or inf): the model is "
+                           "random at inference (dropout or noise left on?), so gradients are "
+                           "noisy and accuracies not reproducible")
     return CheckResult("deterministic", True, f"two identical calls differ by {gap:.3g}")
 
 
@@ -151,8 +186,19 @@ def more_effort_never_helps(probe: Probe) -> CheckResult:
     return CheckResult("more_effort_never_helps", True, detail)
 
 
-CHECKS = (logits_not_probabilities, deterministic, nonzero_gradients,
+CHECKS = (finite_outputs, logits_not_probabilities, deterministic, nonzero_gradients,
           accuracy_falls_with_epsilon, attack_strength_order, more_effort_never_helps)
+
+
+def require_finite_outputs(logits_fn, x) -> None:
+    """Refuses, in one line, a model whose every output on x is NaN or inf: no accuracy it
+    could be given would mean anything. (Some non-finite outputs: finite_outputs warns.)"""
+    out = logits_fn(x).numpy()
+    if out.size and not np.isfinite(out).any():
+        raise UsageError(f"the model's outputs are all NaN or inf, so there is nothing to "
+                         f"evaluate; received: a model whose every logit on the first "
+                         f"{out.shape[0]} test images is non-finite (NaN or inf weights, e.g. "
+                         "from a diverged training run); accepted: a model with finite logits")
 
 
 def run_checks(logits_fn, x, labels, *, epsilon: float, seed: int = 0) -> List[CheckResult]:

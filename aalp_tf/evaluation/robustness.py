@@ -1,7 +1,8 @@
 """The evaluation `python -m aalp_tf.evaluate` runs, as one function other code can call.
 
-`evaluate(model, batches, attacks=...)` first runs the sanity checks against false robustness
-on the first `check_examples` images, then every attack on every batch, and returns the record
+`evaluate(model, batches, attacks=...)` first refuses a model whose every output is NaN or inf,
+runs the sanity checks against false robustness on the first `check_examples` images, then every
+attack on every batch, and returns the record
 the `evaluate` command writes as JSON. It prints only when `verbose`.
 """
 from typing import Callable, Iterable, Sequence
@@ -45,6 +46,7 @@ def evaluate(logits_fn: Callable, batches: Iterable, *, attacks: Sequence[str],
     """
     for name in attacks:
         suite.parse_attack(name)  # a bad name fails before any work
+    sanity.require_finite_outputs(logits_fn, sanity.first_examples(batches, check_examples)[0])
     record = {}
     if checks:
         record["checks"] = run_checks(logits_fn, batches, epsilon=epsilon, seed=seed,

@@ -6,6 +6,7 @@ registry, so stronger attacks join by registering a builder with its step-count 
 """
 import dataclasses
 import json
+import os
 import pathlib
 import re
 import sys
@@ -19,6 +20,7 @@ from aalp_tf import attacks
 from aalp_tf.evaluation import autoattack
 from aalp_tf.errors import UsageError
 from aalp_tf.registry import Registry
+from aalp_tf.runs import check_writable
 
 # family -> builder(logits_fn, *, steps, epsilon, step_size, restarts, seed) -> fn(x, y) -> x_adv
 ATTACK_FAMILIES = Registry("attack")
@@ -201,6 +203,19 @@ def table_row(label: str, accuracy: Dict[str, float]) -> str:
 def default_output(model_path: str) -> pathlib.Path:
     path = pathlib.Path(model_path).resolve()
     return pathlib.Path("evaluation") / f"{path.parent.name}-{path.name}.json"
+
+
+def check_output(path) -> None:
+    """Refuses, in one line, a JSON path `write_json` could not write; checked before an
+    evaluation that may take hours, not after it."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise UsageError(f"--output {path} is a folder; accepted: a file path, e.g. "
+                         f"{path / 'evaluation.json'}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"--output {path} is not writable (permission denied); accepted: a "
+                         "file this user may write")
+    check_writable(path.parent, flag="--output's folder")
 
 
 def write_json(path, record: dict) -> pathlib.Path:

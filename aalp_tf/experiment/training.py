@@ -18,7 +18,8 @@ from aalp_tf.serving import saved_model
 from aalp_tf.config import RunConfig
 from aalp_tf.data.readers import ArraySplits
 from aalp_tf.data.datasets import DATASETS, load_arrays, make_data, split_sizes
-from aalp_tf.runs import EpochCheckpoint, RunFolder, StopOnNonFinite, write_atomically
+from aalp_tf.runs import (EpochCheckpoint, RunFolder, StopOnNonFinite, check_writable,
+                          write_atomically)
 from aalp_tf.trainer import build_model
 
 
@@ -70,6 +71,9 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
     """
     run = RunFolder(cfg.train.model_dir)
     run.check_continues(cfg)
+    check_writable(run.root, flag="--model_dir", within=True)  # in seconds, not after the run
+    if export_model:
+        check_writable(pathlib.Path(cfg.train.export_dir) / cfg.export_name, flag="--export_dir")
     spec = DATASETS.get(cfg.data.dataset)
     if arrays is None:
         arrays = load_arrays(cfg.data.dataset, source_dir=cfg.data.source_dir,

@@ -38,6 +38,9 @@ def load_images(cfg: PredictConfig) -> Tuple[np.ndarray, str]:
     wanted = saved_model.SIGNATURES.get(signature)
     if wanted.dtype.is_floating and np.issubdtype(images.dtype, np.floating):
         images = images.astype(wanted.dtype.as_numpy_dtype)
+        if not np.isfinite(images).all():  # NaN would pass the range check below
+            raise UsageError(f"--images {cfg.images} holds NaN or inf values; accepted for "
+                             f"{signature}: {wanted.accepts}")
         if images.size and (images.min() < 0.0 or images.max() > 1.0):
             raise UsageError(f"--images {cfg.images} holds values in [{images.min():g}, "
                              f"{images.max():g}]; accepted for {signature}: {wanted.accepts} "

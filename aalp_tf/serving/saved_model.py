@@ -4,8 +4,10 @@ Two signatures, both returning `logits`, `probabilities` and `classes`:
   serving_default   float32 `images` [N, H, W, C] in [0, 1]
   predict_uint8     uint8 `images` [N, H, W, C], raw pixels 0-255
 The graph is the model in inference mode, so Guided Dropout (identity at inference) and every
-training-only path are absent from it. Each signature checks its input's shape at run time:
-TF Serving hands the graph whatever tensor a request holds.
+training-only path are absent from it. Each signature checks its input's shape at run time, and
+serving_default its pixels' values (finite, in [0, 1]): TF Serving hands the graph whatever
+tensor a request holds. An empty batch gets empty outputs. A model with a NaN or infinite
+weight is never exported.
 
 A version is written into a hidden temporary folder and renamed into place, so TF Serving, which
 watches the model folder for new integer versions, never sees half an export; an existing version
@@ -25,11 +27,13 @@ import shutil
 import sys
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from aalp_tf.serving import request_protos
 from aalp_tf.errors import UsageError
 from aalp_tf.registry import Registry
+from aalp_tf.runs import check_writable
 
 CONFIG_ASSET = "aalp_config.json"
 SOURCE_ASSET = "aalp_source.json"  # what the export was made from: see find_export
@@ -46,8 +50,30 @@ class InputSignature:
     accepts: str
 
 
+def checked_unit_pixels(images):
+    """serving_default's images, once every pixel is known to be finite and in [0, 1].
+
+    Refused, not clipped: unchecked, one inf pixel made every logit NaN (class 0), and a NaN
+    pixel or pixels of 0-255 given as floats came back as confident classes. Clipping would
+    hide the client's mistake behind a plausible answer; the error names it (InvalidArgument,
+    which TF Serving returns to the client).
+    """
+    accepted = ("accepted: float32 pixels in [0, 1] (0-255 pixels: divide by 255, or send uint8 "
+                "to predict_uint8)")
+    finite = tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(images)), [
+        f"serving_default images must be finite; received: NaN or inf pixels; {accepted}"])
+    with tf.control_dependencies([finite]):
+        received = tf.strings.format("received: pixels in [{}, {}]; ", (
+            tf.reduce_min(images), tf.reduce_max(images)))
+        in_range = tf.debugging.Assert(
+            tf.reduce_all((images >= 0.0) & (images <= 1.0)),
+            [tf.strings.join(["serving_default images must be in [0, 1]; ", received, accepted])])
+    with tf.control_dependencies([in_range]):
+        return tf.identity(images)
+
+
 SIGNATURES = Registry("signature")
-SIGNATURES.add("serving_default", InputSignature(tf.float32, lambda images: images,
+SIGNATURES.add("serving_default", InputSignature(tf.float32, checked_unit_pixels,
                                                  "float32 images in [0, 1]"))
 SIGNATURES.add("predict_uint8", InputSignature(
     tf.uint8, lambda images: tf.cast(images, tf.float32) / 255.0, "uint8 pixels 0-255"))
@@ -91,7 +117,12 @@ class ServingModule(tf.Module):
             # Unchecked, a [H, W, C] tensor reaches the convolutions: resnet9 answered it with
             # one row of logits, and a crash inside oneDNN has been reported. Refuse it first.
             images = tf.ensure_shape(images, shape)
-            return serving_outputs(self.model(signature.to_unit_pixels(images), training=False))
+            pixels = signature.to_unit_pixels(images)
+            # oneDNN's convolution fails on an empty batch ("input depth must be evenly
+            # divisible by filter depth"): the model sees one blank image, the answer none.
+            count = tf.shape(pixels)[0]
+            batch = tf.cond(count > 0, lambda: pixels, lambda: tf.zeros([1, *shape[1:]]))
+            return serving_outputs(self.model(batch, training=False)[:count])
 
         spec = tf.TensorSpec(shape, signature.dtype, name=INPUT_KEY)
         return tf.function(serve, input_signature=[spec])
@@ -116,7 +147,9 @@ def export_model(model, *, image_shape: Sequence[int], export_dir: str, name: st
       source: what the export was made from (e.g. the run folder and its epochs), kept in
         assets.extra so that `find_export` can recognise it.
     """
+    check_finite_weights(model)
     root = pathlib.Path(export_dir) / name
+    check_writable(root, flag="--export_dir")
     version = next_version(root) if version is None else int(version)
     final = root / str(version)
     if final.exists():
@@ -158,6 +191,18 @@ def find_export(export_dir: str, name: str, source: dict) -> Optional[pathlib.Pa
         if record.is_file() and json.loads(record.read_text()) == source:
             return root / str(version)
     return None
+
+
+def check_finite_weights(model) -> None:
+    """Refuses, in one line, a model with a NaN or infinite weight: its every answer is NaN."""
+    weights = model.weights
+    bad = [getattr(w, "path", w.name) for w in weights if not np.all(np.isfinite(w.numpy()))]
+    if bad:
+        raise UsageError(f"the model's weights are not finite: nothing was exported; received: "
+                         f"NaN or inf in {len(bad)} of {len(weights)} variables ("
+                         f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); accepted: "
+                         "finite weights (export an earlier --checkpoint, or train again with a "
+                         "lower --learning_rate or --alpha)")
 
 
 def _process_alive(pid: int) -> bool:

@@ -1,6 +1,7 @@
 """Commands run as a user runs them: one at a time, or started together and collected by name."""
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -15,9 +16,12 @@ class Subprocesses:
     def __init__(self):
         self.procs, self.results = {}, {}
 
-    def start(self, name, args):
-        env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
-        self.procs[name] = subprocess.Popen([sys.executable, *args], env=env, cwd=REPO,
+    def start(self, name, args, *, cwd=REPO, prefix=(), env=None):
+        """`prefix`: what runs python (e.g. without_root_powers()); `env`: the environment
+        (default: this one, with TF's C++ logging off)."""
+        env = env or dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        self.procs[name] = subprocess.Popen([*prefix, sys.executable, *args],
+                                            env=dict(env, PYTHONPATH=str(REPO)), cwd=cwd,
                                             text=True, stdout=subprocess.PIPE,
                                             stderr=subprocess.PIPE)
 
@@ -43,11 +47,20 @@ class Subprocesses:
             proc.wait(timeout=30)
 
 
-def command(module, *args, cwd, timeout=240):
+def command(module, *args, cwd, timeout=240, prefix=()):
     """`python -m aalp_tf.MODULE ARGS` in `cwd`: the CompletedProcess, output as text."""
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", f"aalp_tf.{module}", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*prefix, sys.executable, "-m", f"aalp_tf.{module}", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def without_root_powers():
+    """The prefix that runs a command bound by file permissions: root writes into read-only
+    folders, so as root it drops that capability (setpriv); None where that is impossible."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"] if setpriv else None
 
 
 def assert_one_line_error(result, expected_start):

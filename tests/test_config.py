@@ -1,0 +1,120 @@
+"""The config validators: every float setting refuses NaN, ±inf and absurd values, every integer
+setting its impossible values, each in one exact line (the commands print it after `error: `)."""
+import dataclasses
+
+import pytest
+
+from aalp_tf import config
+from aalp_tf.config import (AttackConfig, EvalConfig, ExportConfig, PredictConfig, TuneConfig,
+                            validate, validate_eval, validate_export, validate_predict,
+                            validate_tune)
+from aalp_tf.errors import UsageError
+from tests.helpers.tiny import tiny_config
+
+INF, NAN = float("inf"), float("nan")
+
+
+def run_with(part: str, **values):
+    cfg = tiny_config("run")
+    return cfg.replace(**{part: dataclasses.replace(getattr(cfg, part), **values)})
+
+
+def refused(validator, cfg) -> str:
+    with pytest.raises(UsageError) as err:
+        validator(cfg)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("part,field,value,expected", [
+    ("train", "learning_rate", INF, "--learning_rate must be in (0, 1]; received: inf"),
+    ("train", "learning_rate", NAN, "--learning_rate must be in (0, 1]; received: nan"),
+    ("train", "learning_rate", -INF, "--learning_rate must be in (0, 1]; received: -inf"),
+    ("train", "learning_rate", 5.0, "--learning_rate must be in (0, 1]; received: 5.0"),
+    ("method", "alpha", INF, "--alpha must be in [0, 1000]; received: inf"),
+    ("method", "alpha", NAN, "--alpha must be in [0, 1000]; received: nan"),
+    ("method", "alpha", 1e30, "--alpha must be in [0, 1000]; received: 1e+30"),
+    ("method", "alpha", -1.0, "--alpha must be in [0, 1000]; received: -1.0"),
+    ("method", "trades_beta", INF, "--trades_beta must be in [0, 1000]; received: inf"),
+    ("method", "trades_beta", NAN, "--trades_beta must be in [0, 1000]; received: nan"),
+    ("attack", "epsilon", INF, "--epsilon must be in (0, 1] (pixel units, e.g. 0.3 or 8/255); "
+                               "received: inf"),
+    ("attack", "epsilon", NAN, "--epsilon must be in (0, 1] (pixel units, e.g. 0.3 or 8/255); "
+                               "received: nan"),
+    ("attack", "step_size", NAN, "--step_size must be in (0, 1]; received: nan"),
+    ("attack", "warmup_epochs", INF, "--epsilon_warmup_epochs must be in [0, --epochs=1]; "
+                                     "received: inf"),
+    ("attack", "warmup_epochs", NAN, "--epsilon_warmup_epochs must be in [0, --epochs=1]; "
+                                     "received: nan"),
+    ("model", "keep_fraction", NAN, "--keep_fraction must be in (0, 1]; received: nan"),
+    ("model", "keep_fraction", INF, "--keep_fraction must be in (0, 1]; received: inf"),
+])
+def test_a_run_refuses_non_finite_and_absurd_floats(part, field, value, expected):
+    assert refused(validate, run_with(part, **{field: value})) == expected
+
+
+@pytest.mark.parametrize("part,values,expected", [
+    ("train", {"val_attack_steps": -1},
+     "--val_attack_steps must be >= 0 (0: --attack_steps); received: -1"),
+    ("train", {"keep_checkpoints": -1}, "--keep_checkpoints must be >= 0 (0: all); received: -1"),
+    ("train", {"seed": -1}, "--seed must be >= 0; received: -1"),
+    # --epochs is checked before the warm-up, whose range it sets.
+    ("train", {"epochs": -1}, "--epochs must be >= 1; received: -1"),
+    ("data", {"batch_size": 2 ** 40},
+     "--batch_size must be at most 2147483647 in size; received: 1099511627776"),
+    ("attack", {"steps": 2 ** 31}, "--attack_steps must be at most 2147483647 in size; "
+                                   "received: 2147483648"),
+    ("train", {"seed": 2 ** 32}, "--seed must be at most 2147483647 in size; received: "
+                                 "4294967296"),
+])
+def test_a_run_refuses_impossible_integers(part, values, expected):
+    assert refused(validate, run_with(part, **values)) == expected
+
+
+def test_the_bounds_themselves_are_accepted():
+    cfg = run_with("method", alpha=1000.0, trades_beta=0.0)
+    cfg = cfg.replace(train=dataclasses.replace(cfg.train, learning_rate=1.0, seed=2 ** 31 - 1))
+    assert validate(cfg) is cfg
+
+
+def tiny_search(**values) -> TuneConfig:
+    return TuneConfig(run=tiny_config("search"), **values)
+
+
+@pytest.mark.parametrize("values,expected", [
+    ({"alpha_range": (0.1, INF)}, "--alpha_range's HIGH must be at most 1000, the largest "
+                                  "--alpha; received: (0.1, inf)"),
+    ({"alpha_range": (NAN, 10.0)}, "--alpha_range must be LOW,HIGH with 0 < LOW < HIGH; "
+                                   "received: (nan, 10.0)"),
+    ({"learning_rate_range": (1e-5, INF)}, "--learning_rate_range's HIGH must be at most 1, "
+                                           "the largest --learning_rate; received: (1e-05, inf)"),
+    ({"learning_rate_range": (1e-5, 10.0)}, "--learning_rate_range's HIGH must be at most 1, "
+                                            "the largest --learning_rate; received: (1e-05, "
+                                            "10.0)"),
+    ({"keep_fraction_range": (0.25, NAN)}, "--keep_fraction_range must be LOW,HIGH with "
+                                           "0 < LOW < HIGH <= 1.0; received: (0.25, nan)"),
+    ({"max_trials": 2 ** 31}, "--max_trials must be at most 2147483647 in size; received: "
+                              "2147483648"),
+])
+def test_a_search_refuses_non_finite_and_absurd_ranges(values, expected):
+    assert refused(validate_tune, tiny_search(**values)) == expected
+
+
+def test_evaluation_refuses_a_non_finite_epsilon():
+    cfg = EvalConfig(model="m", data=config.DataConfig(dataset="mnist"),
+                     attack=AttackConfig(epsilon=0.3, step_size=NAN, steps=1))
+    assert refused(validate_eval, cfg) == "--step_size must be in (0, 1]; received: nan"
+
+
+@pytest.mark.parametrize("timeout,expected", [
+    (INF, "--timeout must be in (0, 3600] seconds; received: inf"),
+    (NAN, "--timeout must be in (0, 3600] seconds; received: nan"),
+    (1e9, "--timeout must be in (0, 3600] seconds; received: 1000000000.0"),
+])
+def test_predict_refuses_a_non_finite_or_absurd_timeout(timeout, expected):
+    cfg = PredictConfig(server="localhost:8500", model="m", images="x.npy", timeout=timeout)
+    assert refused(validate_predict, cfg) == expected
+
+
+def test_export_refuses_an_impossible_checkpoint():
+    assert refused(validate_export, ExportConfig(model_dir="run", checkpoint=2 ** 40)) == (
+        "--checkpoint must be at most 2147483647 in size; received: 1099511627776")
