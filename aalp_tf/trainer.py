@@ -14,7 +14,7 @@ import numbers
 import keras
 import tensorflow as tf
 
-from aalp_tf import attacks, losses
+from aalp_tf import attacks, distribution, losses
 from aalp_tf.config import AttackConfig, MethodConfig, RunConfig
 from aalp_tf.errors import invalid_argument
 from aalp_tf.layers import GuidedDropout, feature_contribution
@@ -28,40 +28,35 @@ from aalp_tf.registry import Registry
 EXPORT_FORMATS = Registry("export format")
 
 
-def _real(value, low, high, *, low_open=True):
-    """Whether value is a number in (low, high] (or [low, high] when not low_open)."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        return False
-    return (low < value if low_open else low <= value) and value <= high
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _count(value, low):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+def _integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_arguments(**arguments) -> None:
+_RULES = (  # argument, test, what is accepted
+    ("num_classes", lambda v: _integer(v) and v >= 2, "an integer >= 2"),
+    ("epsilon", lambda v: _number(v) and 0 < v <= 1, "a float in (0, 1] (pixel units of images "
+                                                     "in [0, 1], e.g. 8/255)"),
+    ("step_size", lambda v: _number(v) and 0 < v <= 1, "a float in (0, 1]"),
+    ("attack_steps", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    ("alpha", lambda v: _number(v) and v >= 0, "a float >= 0"),
+    ("trades_beta", lambda v: _number(v) and v >= 0, "a float >= 0"),
+    ("seed", lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    ("val_attack_steps", lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: attack_steps)"),
+    ("epsilon_warmup_steps", lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: off)"),
+)
+
+
+def check_arguments(*, method, **arguments) -> None:
     """AdversarialModel's keyword arguments, refused in Keras' one-line style when out of range."""
-    method = arguments["method"]
-    rules = {
-        "num_classes": (_count(arguments["num_classes"], 2), "an integer >= 2"),
-        "method": (isinstance(method, str) and method in METHODS,
-                   f"one of {', '.join(METHODS.names())} (or one added with "
-                   "aalp_tf.register_method)"),
-        "epsilon": (_real(arguments["epsilon"], 0, 1), "a float in (0, 1] (pixel units of "
-                    "images in [0, 1], e.g. 8/255)"),
-        "step_size": (_real(arguments["step_size"], 0, 1), "a float in (0, 1]"),
-        "attack_steps": (_count(arguments["attack_steps"], 1), "an integer >= 1"),
-        "alpha": (_real(arguments["alpha"], 0, float("inf"), low_open=False), "a float >= 0"),
-        "trades_beta": (_real(arguments["trades_beta"], 0, float("inf"), low_open=False),
-                        "a float >= 0"),
-        "seed": (_count(arguments["seed"], 0), "an integer >= 0"),
-        "val_attack_steps": (_count(arguments["val_attack_steps"], 0),
-                             "an integer >= 0 (0: attack_steps)"),
-        "epsilon_warmup_steps": (_count(arguments["epsilon_warmup_steps"], 0),
-                                 "an integer >= 0 (0: no warm-up)"),
-    }
-    for name, (ok, expected) in rules.items():
-        if not ok:
+    if not (isinstance(method, str) and method in METHODS):
+        raise invalid_argument("method", f"one of {', '.join(METHODS.names())} (or one added "
+                               "with aalp_tf.register_method)", f"method={method!r}")
+    for name, test, expected in _RULES:
+        if not test(arguments[name]):
             raise invalid_argument(name, expected, f"{name}={arguments[name]!r}")
 
 
@@ -87,7 +82,7 @@ def _static_output_shape(backbone):
 
 
 @keras.saving.register_keras_serializable(package="aalp_tf")
-class AdversarialModel(keras.Model):
+class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
     """A classifier trained adversarially, whose features (A_fc) and logits layer are kept apart
     for Guided Dropout.
 
@@ -224,23 +219,11 @@ class AdversarialModel(keras.Model):
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
                **kwargs):
-        """Writes the SavedModel `python -m aalp_tf.train` writes, at `filepath` (e.g.
-        saved_models/my_model/1, TF Serving's layout): `serving_default` (float32 images in
-        [0, 1]) and `predict_uint8`, each returning logits, probabilities and classes, with
-        their shape guards and TF Serving's warm-up records; no optimizer state. Other formats
-        go to Keras' own export.
-
-        Args:
-          filepath: the version folder to write; refused if it exists.
-          format: "tf_saved_model" (ours), or another format of keras.Model.export.
-          verbose: print the path written.
-          input_signature: None (ours: images [N, H, W, C] as the model was built).
-          **kwargs: warmup_batch_sizes (default (1,)): a warm-up request per signature and
-            batch size.
-
-        Returns:
-          The path written (ours).
-        """
+        """Writes the SavedModel `python -m aalp_tf.train` writes at `filepath`, a version
+        folder that does not exist yet (TF Serving's layout, e.g. saved_models/my_model/1):
+        `serving_default` (float32 images in [0, 1]) and `predict_uint8`, with their shape
+        guards and warm-up records (kwarg `warmup_batch_sizes`, default (1,)), no optimizer
+        state; returns the path. Other formats go to Keras' own export."""
         if format != "tf_saved_model":
             return super().export(filepath, format=format, verbose=verbose,
                                   input_signature=input_signature, **kwargs)
@@ -248,9 +231,6 @@ class AdversarialModel(keras.Model):
             raise invalid_argument("input_signature", "None: the signatures take images [N, "
                                    "H, W, C] of the shape the model was built with",
                                    f"input_signature={input_signature!r}")
-        if "tf_saved_model" not in EXPORT_FORMATS:
-            raise RuntimeError("AdversarialModel.export needs aalp_tf.serving.saved_model, "
-                               "which `import aalp_tf` imports; import aalp_tf first")
         return EXPORT_FORMATS.get("tf_saved_model")(self, filepath, verbose=verbose, **kwargs)
 
     @property
@@ -383,14 +363,15 @@ class AdversarialModel(keras.Model):
         return per_example, logits, logs
 
     def unpack(self, data):
-        """(images, labels [N], sample weights or None) of a batch, checked when traced: float
-        images and integer labels ([N] or [N, 1]), so a wrong input fails before the first
-        step instead of training on nonsense."""
+        """(float32 images, labels [N], sample weights or None) of a batch, checked when
+        traced: float images and integer labels ([N] or [N, 1]), so a wrong input fails before
+        the first step instead of training on nonsense."""
         images, labels, weights = keras.utils.unpack_x_y_sample_weight(data)
         images = tf.convert_to_tensor(images)
         if not images.dtype.is_floating:
             raise invalid_argument("x", "float images in [0, 1] (divide uint8 pixels by 255)",
                                    f"x of dtype {images.dtype.name}")
+        images = tf.cast(images, tf.float32)  # the attacks' perturbations are float32
         if labels is None:
             raise invalid_argument("y", "integer class ids [N]: fit and evaluate need labels",
                                    "y=None")
@@ -432,7 +413,7 @@ class AdversarialModel(keras.Model):
                                                               sample_weight=weights)
         for name in self.method.logs:
             self._train_trackers[name].update_state(logs[name], sample_weight=weights)
-        return self._results(self._train_trackers)
+        return self.logs_of(self._train_trackers)
 
     def test_step(self, data):
         """Validation: clean accuracy, and robust accuracy under the training PGD (CE, true labels)."""
@@ -447,32 +428,7 @@ class AdversarialModel(keras.Model):
                                                           sample_weight=weights)
         self._val_trackers["robust_accuracy"].update_state(labels, adv_logits,
                                                            sample_weight=weights)
-        return self._results(self._val_trackers)
-
-    # ---- keras-team/keras#20585: model.fit under MultiWorkerMirroredStrategy ----------------
-    # With Keras 3.15, fit() under MultiWorkerMirroredStrategy fails twice out of the box:
-    # `_maybe_symbolic_build` reduces the first PerReplica batch and cannot, then
-    # `reduce_per_replica` reduces every scalar log with axis=0. Our model is built (layers and
-    # optimizer) before fit, so there is nothing to build symbolically; and logs are returned
-    # with shape [1] under that strategy, which the axis-0 reduction turns back into scalars
-    # (every replica holds the same synchronised metric values, so the mean is exact).
-    # tests/test_distributed.py fails when either half stops being needed or stops working.
-    WORK_AROUND_KERAS_20585 = True
-
-    def _multi_worker(self):
-        return self.WORK_AROUND_KERAS_20585 and isinstance(
-            self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if self._multi_worker() and self.built and self.optimizer.built:
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-    def _results(self, trackers):
-        results = {name: tracker.result() for name, tracker in trackers.items()}
-        if self._multi_worker():
-            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
-        return results
+        return self.logs_of(self._val_trackers)
 
 
 def model_arguments(cfg: RunConfig, *, steps_per_epoch: int = 0) -> dict:
