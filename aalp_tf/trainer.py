@@ -165,19 +165,21 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
             "clean_accuracy": keras.metrics.SparseCategoricalAccuracy(name="clean_accuracy"),
             "robust_accuracy": keras.metrics.SparseCategoricalAccuracy(name="robust_accuracy"),
         }
+        if known is not None:  # a backbone with an Input: built now, as functional models are
+            self.build(backbone.inputs[0].shape)
 
     # ---- Keras: build, config, compile, export ---------------------------------------------
 
     def build(self, input_shape):
         """Builds the backbone (a subclassed one learns its shapes here), then the layers
         behind it; `keras.models.load_model` calls this before it loads the weights."""
-        if not self.backbone.built:
-            self.backbone.build(input_shape)
-        features = tuple(self.backbone.compute_output_shape(input_shape))
+        if self.classifier.built:  # built at construction (a backbone with an Input)
+            return
+        # A symbolic call builds any backbone, even one without build or compute_output_shape.
+        features = tuple(self.backbone(keras.KerasTensor(tuple(input_shape))).shape)
         check_features(self.backbone, features)
         self.guided_dropout.build(features)
         self.classifier.build(features)
-        self.built = True
 
     def get_config(self):
         m, a = self.method_config, self.attack_config
