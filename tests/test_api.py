@@ -2,7 +2,6 @@
 own, Keras' fit, callbacks, save/load_model and export, aalp_tf.evaluate, and the README's
 examples, run on tiny shapes so they cannot rot."""
 import json
-import pathlib
 import re
 
 import keras
@@ -11,13 +10,14 @@ import pytest
 import tensorflow as tf
 
 import aalp_tf
-from aalp_tf.config import MethodConfig
+from aalp_tf.config import MethodConfig, TuneConfig
 from aalp_tf.evaluation import robustness
 from aalp_tf.methods import METHODS
 from aalp_tf.serving import request_protos, saved_model
-from tests.helpers.tiny import digit_like_images
+from aalp_tf.tuning import search_space
+from tests.helpers.readme import python_blocks, shrunk
+from tests.helpers.tiny import digit_like_images, tiny_config
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 X_UINT8, Y = digit_like_images(64, seed=3)
 X = (X_UINT8 / 255.0).astype(np.float32)
 ATTACK = dict(epsilon=0.3, step_size=0.1, attack_steps=2)
@@ -300,21 +300,6 @@ def test_evaluate_takes_a_model_a_function_a_savedmodel_and_any_batches(trained,
 # ---- the README's examples -------------------------------------------------------------------
 
 
-def readme_blocks(heading: str) -> list:
-    """The ```python blocks of the README section `heading` (up to the next heading)."""
-    text = README.read_text()
-    start = text.index(f"\n{heading}\n")
-    end = text.index("\n#", start + len(heading) + 2)
-    return re.findall(r"```python\n(.*?)```", text[start:end], re.S)
-
-
-def shrunk(code: str, replacements: dict) -> str:
-    for old, new in replacements.items():
-        assert code.count(old) == 1, f"the README example no longer holds {old!r}"
-        code = code.replace(old, new)
-    return code
-
-
 @pytest.fixture
 def registry_restored(monkeypatch):
     """Methods a test registers are gone after it."""
@@ -322,7 +307,7 @@ def registry_restored(monkeypatch):
 
 
 def test_the_readme_library_example_runs(tmp_path, monkeypatch):
-    data, example = readme_blocks("## Use it as a library")[:2]
+    data, example = python_blocks("## Use it as a library")[:2]
     assert "keras.datasets.cifar10.load_data()" in data  # the data block is replaced by:
     x, y = digit_like_images(96, seed=4)
     x = np.repeat(np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1) / np.float32(255)
@@ -348,7 +333,7 @@ def mart_by_hand(clean, adv, labels, alpha):
 
 
 def test_the_readme_method_example_is_mart_and_trains(registry_restored):
-    (code,) = readme_blocks("### Your own method")
+    (code,) = python_blocks("### Your own method")
     assert len(code.strip().splitlines()) < 20
     exec(code, {})
     method = METHODS.get("mart")
@@ -364,6 +349,9 @@ def test_the_readme_method_example_is_mart_and_trains(registry_restored):
     model = adversarial_model("mart", alpha=6.0)
     logs = model.train_on_batch(X[:32], Y[:32], return_dict=True)
     assert np.isfinite(logs["loss"]) and {"bce", "kl"} <= set(logs)
+    search = TuneConfig(run=tiny_config("unused", "mart"))
+    search_space.check_searchable(search)  # the tuner searches its alpha
+    assert search_space.trial_config(search, {"alpha": 2.5}).method.alpha == 2.5
 
 
 def test_a_method_registered_twice_or_with_a_wrong_branch_is_refused(registry_restored):

@@ -135,6 +135,29 @@ def test_guided_dropout_and_training_paths_are_absent_from_the_export(trained):
     assert "TopKV2" in training_traces(traced.get_concrete_function(features).graph.as_graph_def())
 
 
+def signature_shapes(path):
+    meta = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    spec = lambda infos: {k: (v.dtype, [d.size for d in v.tensor_shape.dim])  # noqa: E731
+                          for k, v in infos.items()}
+    return {name: (spec(sig.inputs), spec(sig.outputs))
+            for name, sig in meta.meta_graphs[0].signature_def.items()}
+
+
+def test_model_export_writes_the_savedmodel_training_wrote(trained, tmp_path):
+    result, _, _ = trained
+    path = result.model.export(tmp_path / "mnist_aalp" / "1")
+    cli = result.export_path
+    assert signature_shapes(path) == signature_shapes(cli)
+    assert set(signature_shapes(path)) == {"serving_default", "predict_uint8", "__saved_model_init_op"}
+    extra = lambda p: {f.name: f.read_bytes() for f in (p / "assets.extra").iterdir()}  # noqa: E731
+    assert extra(path) == extra(cli)  # the run's config and the same warm-up requests
+    names = lambda p: [n for n, _ in tf.train.list_variables(str(p / "variables/variables"))]  # noqa: E731
+    assert names(path) == names(cli)
+    assert not [n for n in names(cli) if "optimizer" in n]  # a SavedModel is for inference
+    np.testing.assert_allclose(tf2_outputs(path, "serving_default", X)["logits"],
+                               tf2_outputs(cli, "serving_default", X)["logits"], atol=1e-6)
+
+
 def test_warmup_records_are_prediction_logs_that_match_the_signatures(trained):
     result, _, _ = trained
     path = result.export_path / "assets.extra" / saved_model.WARMUP_ASSET
