@@ -463,7 +463,8 @@ def build_model(cfg: RunConfig, spec, *, steps_per_epoch: int = 0) -> Adversaria
     backbone = build_backbone(m.name, input_shape=spec.image_shape, mean=spec.mean,
                               std=spec.std, width=m.width, sync_bn=m.sync_batchnorm,
                               depth=m.depth, widen_factor=m.widen_factor)
-    model = AdversarialModel(backbone, spec.num_classes, name=f"{cfg.data.dataset}_{cfg.method.name}",
+    model = AdversarialModel(backbone, spec.num_classes,
+                             name=f"{cfg.data.dataset}_{cfg.method.name}",
                              **model_arguments(cfg, steps_per_epoch=steps_per_epoch))
     model.run_config = cfg
     model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate),

@@ -148,10 +148,16 @@ def test_model_export_writes_the_savedmodel_training_wrote(trained, tmp_path):
     path = result.model.export(tmp_path / "mnist_aalp" / "1")
     cli = result.export_path
     assert signature_shapes(path) == signature_shapes(cli)
-    assert set(signature_shapes(path)) == {"serving_default", "predict_uint8", "__saved_model_init_op"}
-    extra = lambda p: {f.name: f.read_bytes() for f in (p / "assets.extra").iterdir()}  # noqa: E731
+    assert set(signature_shapes(path)) == {"serving_default", "predict_uint8",
+                                           "__saved_model_init_op"}
+
+    def extra(folder):
+        return {f.name: f.read_bytes() for f in (folder / "assets.extra").iterdir()}
+
+    def names(folder):
+        return [n for n, _ in tf.train.list_variables(str(folder / "variables/variables"))]
+
     assert extra(path) == extra(cli)  # the run's config and the same warm-up requests
-    names = lambda p: [n for n, _ in tf.train.list_variables(str(p / "variables/variables"))]  # noqa: E731
     assert names(path) == names(cli)
     assert not [n for n in names(cli) if "optimizer" in n]  # a SavedModel is for inference
     np.testing.assert_allclose(tf2_outputs(path, "serving_default", X)["logits"],

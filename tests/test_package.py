@@ -1,4 +1,5 @@
-"""What importing the package does to the process (aalp_tf/__init__.py): the oneDNN default, and\nthe API imported at once, except while Python locates a `python -m aalp_tf.<command>`."""
+"""What importing the package does to the process (aalp_tf/__init__.py): the oneDNN default, and
+the API imported at once, except while Python locates a `python -m aalp_tf.<command>`."""
 import os
 import platform
 import subprocess
