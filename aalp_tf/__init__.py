@@ -9,7 +9,6 @@ As a library (README, "Use it as a library"):
     model.fit(train_ds, validation_data=val_ds, epochs=30)
     results = aalp_tf.evaluate(model, test_ds, attacks=["clean", "pgd40", "autoattack"])
 
-The public names: AdversarialModel, GuidedDropout, evaluate, register_method, BACKBONES.
 """
 import os
 import sys
@@ -22,6 +21,8 @@ import sys
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
+
+__all__ = ["AdversarialModel", "BACKBONES", "GuidedDropout", "evaluate", "register_method"]
 
 # name -> (module, attribute) of the public API.
 _PUBLIC = {

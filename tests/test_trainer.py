@@ -4,7 +4,6 @@ import pytest
 import tensorflow as tf
 
 from aalp_tf.data.datasets import DATASETS
-from aalp_tf.methods import METHODS
 from aalp_tf.trainer import build_model
 from tests.helpers.tiny import tiny_arrays, tiny_config
 
