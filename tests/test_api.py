@@ -185,6 +185,20 @@ def test_sample_weights_scale_each_examples_loss():
                                                      after["unweighted, other labels"][0]))
 
 
+def test_class_weight_reaches_the_loss_as_sample_weights():
+    """Keras turns class_weight into sample weights: classes of weight 0 teach nothing."""
+    zero_above_4 = {c: float(c < 5) for c in range(10)}
+    relabelled = np.where(Y >= 5, 9, Y)  # zero-weight examples moved to another zero class
+    after = []
+    for labels in (Y, relabelled):
+        model = adversarial_model("natural")
+        model.fit(X, labels, batch_size=64, epochs=1, verbose=0, shuffle=False,
+                  class_weight=zero_above_4)
+        after.append(weights(model))
+    for a, b in zip(*after):
+        np.testing.assert_array_equal(a, b)
+
+
 # ---- Keras' callbacks, save / load_model ----------------------------------------------------
 
 
