@@ -46,7 +46,7 @@ _SHOWN: Dict[str, Dict[str, List[str]]] = {}  # command -> group -> flag names, 
 BUILTIN_NAMES = {
     "dataset": ("cifar10", "mnist", "svhn"),
     "method": ("aalp", "aalp_gd", "aalp_sw", "alp", "madry", "natural", "trades"),
-    "architecture": ("lenet", "resnet32", "resnet9"),
+    "architecture": ("lenet", "preact_resnet18", "resnet32", "resnet9", "wide_resnet"),
     "tuner": ("bayesian", "hyperband", "random"),
     "objective": ("robust", "tradeoff"),
     "signature": ("predict_uint8", "serving_default"),
@@ -90,6 +90,10 @@ _define("string", "architecture", "auto", f"Backbone: {_names('architecture')}; 
         "paper's model for the dataset.", group="model", commands=RUNS)
 _define("integer", "width", 0, "Base filter count (0: the architecture's published width).",
         group="model", commands=RUNS)
+_define("integer", "depth", 0, "wide_resnet's depth, 6n+4 (0: 34, i.e. WRN-34-10).",
+        group="model", commands=RUNS)
+_define("integer", "widen_factor", 0, "wide_resnet's widening factor k (0: 10).", group="model",
+        commands=RUNS)
 _define("float", "keep_fraction", 0.5, "Guided Dropout: share of features kept (0.5: the "
         "paper's median rule).", group="model", commands=RUNS)
 _define("boolean", "gd_rescale", False, "Guided Dropout: scale kept features by "
@@ -151,8 +155,11 @@ _define("boolean", "sync_batchnorm", False, "Batch-norm statistics over all repl
 _define("string", "model_dir", None, "Run folder (config, checkpoints, logs, history); default "
         "runs/<dataset>_<method> (tune: runs/<dataset>_<method>_tune; export: the run to "
         "export).", group="output", commands=ONE_RUN + (EXPORT,))
-_define("integer", "keep_checkpoints", 5, "Checkpoints kept in the run folder (0: all).",
-        group="output", commands=RUNS)
+_define("integer", "keep_checkpoints", 5, "Checkpoints kept in the run folder (0: all), "
+        "besides the one --export_epoch=best exports.", group="output", commands=RUNS)
+_define("enum", "export_epoch", "best", "The epoch exported: best = highest "
+        "val_robust_accuracy (robust overfitting, Rice et al. 2020), last = the last epoch.",
+        enum_values=["best", "last"], group="output", commands=RUNS)
 _define("string", "export_dir", "saved_models", "Where SavedModels are exported (export: "
         "default the run's own).", group="output", commands=ONE_RUN + (EXPORT,))
 _define("string", "export_name", "", "Export folder name (default <dataset>_<method>; alias "
@@ -389,13 +396,13 @@ def config_from_flags() -> cfglib.RunConfig:
     import_modules(FLAGS.imports)
     from aalp_tf.data.datasets import DATASETS
     from aalp_tf.methods import METHODS
-    from aalp_tf.models import BACKBONES
+    from aalp_tf.models import check_options
 
     data = data_config()
     architecture = FLAGS.architecture
     if architecture == "auto":
         architecture = DATASETS.get(data.dataset).default_model
-    BACKBONES.get(architecture)
+    check_options(architecture, depth=FLAGS.depth, widen_factor=FLAGS.widen_factor)
     METHODS.get(FLAGS.method)
     method = cfglib.MethodConfig(name=FLAGS.method, alpha=FLAGS.alpha,
                                  trades_beta=FLAGS.trades_beta,
@@ -409,10 +416,12 @@ def config_from_flags() -> cfglib.RunConfig:
                                val_attack_steps=FLAGS.val_attack_steps,
                                keep_checkpoints=FLAGS.keep_checkpoints,
                                export_dir=FLAGS.export_dir, export_name=FLAGS.export_name,
-                               analysis_probe=FLAGS.analysis_probe)
+                               analysis_probe=FLAGS.analysis_probe,
+                               export_epoch=FLAGS.export_epoch)
     model = cfglib.ModelConfig(name=architecture, width=FLAGS.width,
                                keep_fraction=FLAGS.keep_fraction, gd_rescale=FLAGS.gd_rescale,
-                               sync_batchnorm=FLAGS.sync_batchnorm)
+                               sync_batchnorm=FLAGS.sync_batchnorm, depth=FLAGS.depth,
+                               widen_factor=FLAGS.widen_factor)
     return cfglib.validate(cfglib.RunConfig(data=data, model=model, method=method,
                                             attack=attack_config(), train=train))
 

@@ -59,6 +59,8 @@ class ModelConfig:
     keep_fraction: float = 0.5
     gd_rescale: bool = False
     sync_batchnorm: bool = False  # batch statistics over all replicas (see README, Distributed)
+    depth: int = 0  # wide_resnet's depth (0: the architecture's published value)
+    widen_factor: int = 0  # wide_resnet's k (0: the architecture's published value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +90,8 @@ class TrainConfig:
     analysis_probe: int = 0  # examples recorded per epoch into <model_dir>/analysis/ (0: off)
     strategy: str = "auto"  # default | mirrored | multi_worker | auto (see distribution.py)
     mixed_precision: bool = False  # mixed_float16 on GPUs; ignored on CPU
+    # The epoch the run exports: "best" (highest val_robust_accuracy) or "last" (README).
+    export_epoch: str = "best"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +125,9 @@ class RunConfig:
 
     def replace(self, **parts) -> "RunConfig":
         return dataclasses.replace(self, **parts)
+
+
+EXPORT_EPOCHS = ("best", "last")
 
 
 def check(condition: bool, message: str) -> None:
@@ -176,6 +183,17 @@ def _validate_method(m: MethodConfig) -> None:
               f"--{name} must be in [0, {MAX_LOSS_WEIGHT:g}]; received: {value}")
 
 
+def check_export_epoch(cfg: RunConfig) -> None:
+    """--export_epoch is best or last, and best has a validation slice to choose by."""
+    rule = cfg.train.export_epoch
+    check(rule in EXPORT_EPOCHS, f"--export_epoch must be one of {', '.join(EXPORT_EPOCHS)}; "
+                                 f"received: {rule!r}")
+    check(rule != "best" or cfg.data.val_examples > 0,
+          "--export_epoch=best picks the epoch by val_robust_accuracy, which needs a validation "
+          f"slice; received: --val_examples={cfg.data.val_examples}; accepted: --val_examples > 0, "
+          "or --export_epoch=last")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
     a, t, m = cfg.attack, cfg.train, cfg.model
@@ -199,6 +217,10 @@ def validate(cfg: RunConfig) -> RunConfig:
           f"--keep_checkpoints must be >= 0 (0: all); received: {t.keep_checkpoints}")
     check(t.seed >= 0, f"--seed must be >= 0; received: {t.seed}")
     _validate_method(cfg.method)
+    for name in ("depth", "widen_factor"):
+        check(getattr(m, name) >= 0, f"--{name} must be >= 0 (0: the architecture's default); "
+                                     f"received: {getattr(m, name)}")
+    check_export_epoch(cfg)
     # Keras silently compiles without XLA under op determinism: say so instead.
     check(not (t.jit_compile and t.deterministic),
           "--jit_compile needs --nodeterministic (Keras turns XLA off under deterministic ops); "

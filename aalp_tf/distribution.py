@@ -122,3 +122,35 @@ def check_batch(batch_size: int, strategy: tf.distribute.Strategy) -> None:
     if batch_size % replicas:
         raise UsageError(f"--batch_size={batch_size} (the global batch) must divide evenly over "
                          f"the {replicas} replicas; accepted: a multiple of {replicas}")
+
+
+class MultiWorkerFit:
+    """Mixed into a keras.Model (before it): keras-team/keras#20585, model.fit under
+    MultiWorkerMirroredStrategy.
+
+    With Keras 3.15, fit() under MultiWorkerMirroredStrategy fails twice out of the box:
+    `_maybe_symbolic_build` reduces the first PerReplica batch and cannot, then
+    `reduce_per_replica` reduces every scalar log with axis=0. The model is built (layers and
+    optimizer) before fit, so there is nothing to build symbolically; and `logs_of` returns
+    logs with shape [1] under that strategy, which the axis-0 reduction turns back into scalars
+    (every replica holds the same synchronised metric values, so the mean is exact).
+    tests/test_distributed.py fails when either half stops being needed or stops working.
+    """
+
+    WORK_AROUND_KERAS_20585 = True
+
+    def _multi_worker(self):
+        return self.WORK_AROUND_KERAS_20585 and isinstance(
+            self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._multi_worker() and self.built and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def logs_of(self, trackers: dict) -> dict:
+        """The trackers' results as train_step / test_step return them."""
+        results = {name: tracker.result() for name, tracker in trackers.items()}
+        if self._multi_worker():
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results

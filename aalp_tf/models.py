@@ -2,11 +2,17 @@
 
 The logits layer and Guided Dropout live in `trainer.AdversarialModel`, so every backbone here
 ends at A_fc and the two stay apart. `sync_bn` makes batch norm use the statistics of the whole
-global batch across replicas (keras' `synchronized=True`). Normalisation happens inside the backbone (first layer), so
-attacks and epsilon always see raw pixels.
+global batch across replicas (keras' `synchronized=True`). Normalisation happens inside the
+backbone (first layer), so attacks and epsilon always see raw pixels.
+
+A builder takes (*, input_shape, mean, std, width=0, sync_bn=False) and, if it has them, its
+own options (`depth`, `widen_factor`), where 0 means the architecture's published value.
 """
+import inspect
+
 import keras
 
+from aalp_tf.errors import UsageError
 from aalp_tf.registry import Registry
 
 BACKBONES = Registry("model")
@@ -105,3 +111,110 @@ def resnet32(*, input_shape, mean, std, width=0, sync_bn=False, blocks_per_stage
                              sync_bn=sync_bn)
     features = keras.layers.GlobalAveragePooling2D(name="pool")(h)
     return keras.Model(images, features, name="resnet32")
+
+
+# ---- the standard robust backbones of adversarial-training papers ---------------------------
+# Batch norm as in their PyTorch reference implementations (momentum 0.1 there, 0.9 in Keras'
+# convention; epsilon 1e-5), which the robust-training literature trained them with.
+
+
+def _bn_relu(h, *, name, sync_bn):
+    h = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn,
+                                        name=f"{name}_bn")(h)
+    return keras.layers.ReLU(name=f"{name}_relu")(h)
+
+
+def _conv(h, filters, *, kernel=3, strides=1, name):
+    return keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
+                               name=name)(h)
+
+
+def _preact_block(h, filters, *, strides, name, sync_bn):
+    """He et al. (2016b)'s pre-activation block: BN-ReLU-conv twice, plus the shortcut. Where
+    the shape changes, the shortcut is a 1x1 conv of the pre-activated input (both references
+    do so)."""
+    pre = _bn_relu(h, name=f"{name}_pre", sync_bn=sync_bn)
+    shortcut = h
+    if strides != 1 or h.shape[-1] != filters:
+        shortcut = _conv(pre, filters, kernel=1, strides=strides, name=f"{name}_proj")
+    r = _conv(pre, filters, strides=strides, name=f"{name}_conv1")
+    r = _bn_relu(r, name=f"{name}_mid", sync_bn=sync_bn)
+    r = _conv(r, filters, name=f"{name}_conv2")
+    return keras.layers.Add(name=f"{name}_add")([shortcut, r])
+
+
+def _preact_stack(images, stages, *, stem, mean, std, sync_bn, name):
+    """stem conv -> stages of (filters, blocks, first stride) -> BN-ReLU -> global average pool."""
+    h = _normalize(images, mean=mean, std=std)
+    h = _conv(h, stem, name="stem_conv")
+    for stage, (filters, blocks, strides) in enumerate(stages, start=1):
+        for block in range(blocks):
+            h = _preact_block(h, filters, strides=strides if block == 0 else 1,
+                              name=f"s{stage}b{block}", sync_bn=sync_bn)
+    h = _bn_relu(h, name="final", sync_bn=sync_bn)
+    features = keras.layers.GlobalAveragePooling2D(name="pool")(h)
+    return keras.Model(images, features, name=name)
+
+
+@BACKBONES.register("preact_resnet18")
+def preact_resnet18(*, input_shape, mean, std, width=0, sync_bn=False):
+    """PreActResNet-18 (He et al. 2016b), the CIFAR-10 model of Rice et al. (2020) and Wong et
+    al. (2020): 3x3 conv (w) -> 4 stages of 2 pre-activation blocks with w, 2w, 4w, 8w filters,
+    stages 2-4 striding by 2 -> BN-ReLU -> global average pool = A_fc (8w features). Default
+    w = 64: 11.17 M parameters with a 10-class logits layer.
+    """
+    width = width or 64
+    images = keras.Input(shape=input_shape, name="images")
+    stages = [(width * 2 ** i, 2, 1 if i == 0 else 2) for i in range(4)]
+    return _preact_stack(images, stages, stem=width, mean=mean, std=std, sync_bn=sync_bn,
+                         name="preact_resnet18")
+
+
+def wide_resnet_blocks(depth: int) -> int:
+    """Blocks per stage of WRN-depth-k, by Zagoruyko & Komodakis' count: depth = 6n + 4."""
+    if depth < 10 or (depth - 4) % 6:
+        raise UsageError(f"wide_resnet needs depth = 6n + 4 with n >= 1 (e.g. 28 or 34); "
+                         f"received: depth={depth}")
+    return (depth - 4) // 6
+
+
+@BACKBONES.register("wide_resnet")
+def wide_resnet(*, input_shape, mean, std, width=0, sync_bn=False, depth=0, widen_factor=0):
+    """Wide ResNet WRN-depth-k (Zagoruyko & Komodakis 2016), the CIFAR-10 model of Madry et al.
+    (WRN-34-10), TRADES and Rice et al.: 3x3 conv (w) -> 3 stages of n = (depth - 4) / 6
+    pre-activation blocks with w·k, 2w·k, 4w·k filters, stages 2-3 striding by 2 -> BN-ReLU ->
+    global average pool = A_fc (4w·k features). Defaults: depth 34, k = 10, w = 16; 46.16 M
+    parameters with a 10-class logits layer (WRN-28-10: 36.48 M). No dropout, as in the
+    adversarial-training references.
+    """
+    width, depth, widen_factor = width or 16, depth or 34, widen_factor or 10
+    if widen_factor < 1:
+        raise UsageError(f"wide_resnet needs widen_factor >= 1; received: {widen_factor}")
+    blocks = wide_resnet_blocks(depth)
+    images = keras.Input(shape=input_shape, name="images")
+    stages = [(width * widen_factor * 2 ** i, blocks, 1 if i == 0 else 2) for i in range(3)]
+    return _preact_stack(images, stages, stem=width, mean=mean, std=std, sync_bn=sync_bn,
+                         name=f"wide_resnet_{depth}_{widen_factor}")
+
+
+OPTIONS = ("depth", "widen_factor")  # a backbone's own options: 0 means its published value
+
+
+def check_options(name: str, **options) -> None:
+    """Refuses an option (depth, widen_factor) the backbone `name` does not take, in one line."""
+    takes = inspect.signature(BACKBONES.get(name)).parameters
+    for option, value in options.items():
+        if value and option not in takes:
+            users = [n for n in BACKBONES.names()
+                     if option in inspect.signature(BACKBONES.get(n)).parameters]
+            raise UsageError(f"{option} applies to {', '.join(users) or 'no backbone'}, not to "
+                             f"{name}; received: {option}={value}")
+
+
+def build_backbone(name: str, *, input_shape, mean, std, width=0, sync_bn=False, **options):
+    """The registered backbone `name`; its own options (depth, widen_factor) are passed only
+    when set (non-zero), so backbones without them need not take them."""
+    check_options(name, **options)
+    chosen = {option: value for option, value in options.items() if value}
+    return BACKBONES.get(name)(input_shape=input_shape, mean=mean, std=std, width=width,
+                               sync_bn=sync_bn, **chosen)

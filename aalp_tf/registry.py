@@ -28,7 +28,8 @@ class Registry(Generic[T]):
 
     def add(self, name: str, item: T) -> None:
         if name in self._items:
-            raise ValueError(f"{self.kind} {name!r} is already registered")
+            raise ValueError(f"{self.kind} {name!r} is already registered; accepted: a new name "
+                             f"(registered: {', '.join(self.names())})")
         self._items[name] = item
 
     def get(self, name: str) -> T:

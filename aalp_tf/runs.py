@@ -2,10 +2,11 @@
 
 Layout of `--model_dir`:
     config.json        the resolved RunConfig (written once; a rerun must match it)
-    checkpoints/       tf.train checkpoints of model + optimizer + epoch, one per epoch
+    checkpoints/       tf.train checkpoints of model + optimizer + epoch, one per epoch: the last
+                       --keep_checkpoints, and the epoch --export_epoch=best exports
     history.json       one entry of logged metrics per completed epoch
     logs/              TensorBoard event files
-    export.json        where the final SavedModel went
+    export.json        where the final SavedModel went, which epoch it holds and why
 
 A checkpoint is written before the history that names its epoch, and both are replaced
 atomically, so a kill at any moment (kill -9 included) leaves the folder at the last completed
@@ -20,7 +21,7 @@ import pathlib
 import re
 import shutil
 import socket
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -34,6 +35,7 @@ from aalp_tf.trainer import build_model
 # Fields that may change between a run and its continuation: more epochs, other file locations.
 _MAY_CHANGE = {"train.epochs", "data.source_dir", "data.data_dir", "train.export_dir",
                "train.keep_checkpoints",
+               "train.export_epoch",  # only which epoch is exported
                "train.analysis_probe",  # the probe only reads the model
                "train.strategy",  # a run may resume on another machine
                "train.model_dir"}  # the folder itself, however the command spells its path
@@ -216,6 +218,39 @@ class RunFolder:
         return json.loads(self.export_record.read_text())
 
 
+EXPORT_METRIC = "val_robust_accuracy"  # what --export_epoch=best maximises
+
+
+def export_choice(history: List[dict], rule: str) -> Tuple[int, str]:
+    """The epoch a run exports under `rule` ("best" or "last"), and why, in words.
+
+    "best" is the epoch with the highest val_robust_accuracy; among equals (all zero in a run
+    still at chance under attack, say) the one with the highest val_clean_accuracy, then the
+    later one.
+    """
+    last = history[-1]
+    if rule == "last":
+        return last["epoch"], f"the last epoch ({last['epoch']}), as --export_epoch=last asks"
+    scored = [entry for entry in history if EXPORT_METRIC in entry]
+    if not scored:
+        raise UsageError(f"--export_epoch=best picks the epoch by {EXPORT_METRIC}, which this "
+                         "run did not log (no validation slice); accepted: --val_examples > 0, "
+                         "or --export_epoch=last")
+    best = max(scored, key=lambda entry: (entry[EXPORT_METRIC],
+                                          entry.get("val_clean_accuracy", 0.0), entry["epoch"]))
+    return best["epoch"], (
+        f"epoch {best['epoch']} has the highest {EXPORT_METRIC} ({best[EXPORT_METRIC]:.4f}) of "
+        f"epochs 1-{last['epoch']}; the last epoch has {last[EXPORT_METRIC]:.4f}")
+
+
+def delete_checkpoint(prefix: str) -> None:
+    """Removes one checkpoint's files, the index first: a kill midway leaves data files that
+    nothing reads, never an index without its data."""
+    tf.io.gfile.remove(prefix + ".index")
+    for path in tf.io.gfile.glob(prefix + ".data-*"):
+        tf.io.gfile.remove(path)
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves model, optimizer, epoch and history after every epoch; restores the latest on start.
 
@@ -223,15 +258,24 @@ class EpochCheckpoint(keras.callbacks.Callback):
     history entry land together, in the checkpoint's own atomic commit; history.json is a
     readable copy, rewritten from the checkpoint whenever it lags (a kill between the two).
 
+    Of the older checkpoints it keeps the last `keep` and, with export_epoch="best", the best
+    epoch's, wherever it lies: the manager keeps every checkpoint and `prune` deletes the rest,
+    since tf.train.CheckpointManager cannot spare one outside its window. Its state file may
+    then still name deleted checkpoints; RunFolder.epoch_checkpoints reads only those whose
+    files exist.
+
     Args:
       run: the RunFolder.
       model: the (built and compiled) model.
       keep: checkpoints to keep (0: all).
+      export_epoch: "best" or "last", the run's --export_epoch.
     """
 
-    def __init__(self, run: RunFolder, model: keras.Model, keep: int = 5):
+    def __init__(self, run: RunFolder, model: keras.Model, keep: int = 5,
+                 export_epoch: str = "last"):
         super().__init__()
         self.run = run
+        self.keep, self.export_epoch = keep, export_epoch
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.history_json = tf.Variable("[]", dtype=tf.string, trainable=False, name="history")
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
@@ -240,7 +284,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.legacy = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
                                           epoch=self.epoch)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(run.checkpoints),
-                                                  max_to_keep=keep or None)
+                                                  max_to_keep=None)
         self.history: List[dict] = []
 
     def _load(self, path: str) -> int:
@@ -302,6 +346,18 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.history_json.assign(json.dumps(self.history))
         self.manager.save(checkpoint_number=epoch + 1)  # epoch and history commit here
         write_atomically(self.run.history_path, json.dumps(self.history, indent=1))
+        self.prune()  # after the history: a kill before it leaves one checkpoint too many
+
+    def prune(self) -> None:
+        """Deletes the checkpoints neither among the last `keep` nor the best epoch's."""
+        if not self.keep:
+            return
+        kept = self.run.epoch_checkpoints()
+        wanted = set(sorted(kept)[-self.keep:])
+        if self.export_epoch == "best" and any(EXPORT_METRIC in h for h in self.history):
+            wanted.add(export_choice(self.history, "best")[0])
+        for epoch in sorted(set(kept) - wanted):
+            delete_checkpoint(kept[epoch])
 
 
 class StopOnNonFinite(keras.callbacks.Callback):

@@ -23,9 +23,9 @@ def main(argv):
         print(f"error: a worker of the cluster is gone ({first}); restart every worker with the "
               f"same command to resume from the last completed epoch", file=sys.stderr)
         sys.exit(1)
-    last = result.history[-1] if result.history else {}
-    shown = {k: round(v, 4) for k, v in last.items() if "accuracy" in k}
-    print(f"run folder: {result.run_dir}  last epoch: {shown}")
+    chosen = result.export_logs
+    shown = {k: round(v, 4) for k, v in chosen.items() if "accuracy" in k}
+    print(f"run folder: {result.run_dir}  exported epoch {result.export_epoch}: {shown}")
 
 
 if __name__ == "__main__":

@@ -1,56 +1,154 @@
 """The one Keras model class: backbone -> GuidedDropout -> logits, with the one train_step.
 
+`AdversarialModel` is the public API (`aalp_tf.AdversarialModel`): any Keras backbone, plain
+keyword arguments, Keras' own compile/fit/save/load_model and callbacks. `build_model` turns a
+RunConfig into those keyword arguments, so the commands build their models the same way.
+
 `train_step` runs once per replica. It makes the adversarial branch with PGD (model in inference
 mode), runs the backbone once per branch in training mode, takes Guided Dropout's contribution
 pass through the logits layer only, applies the method's loss, and reduces it by the *global*
 batch (the optimizer sums gradients across replicas).
 """
+import numbers
+
 import keras
 import tensorflow as tf
 
-from aalp_tf import attacks, losses
+from aalp_tf import attacks, distribution, losses
 from aalp_tf.config import AttackConfig, MethodConfig, RunConfig
+from aalp_tf.errors import invalid_argument
 from aalp_tf.layers import GuidedDropout, feature_contribution
 from aalp_tf.methods import ADV, CLEAN, METHODS
-from aalp_tf.models import BACKBONES
+from aalp_tf.models import build_backbone
+from aalp_tf.registry import Registry
+
+# model.export's writers by format. serving/saved_model.py adds "tf_saved_model" (TF Serving's
+# signatures, shape guards and warm-up records) when it is imported, as `import aalp_tf` and
+# every command that exports do: the core may not import a subpackage.
+EXPORT_FORMATS = Registry("export format")
 
 
-class AdversarialModel(keras.Model):
-    """A classifier whose features (A_fc) and logits layer are kept apart for Guided Dropout.
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+_RULES = (  # argument, test, what is accepted
+    ("num_classes", lambda v: _integer(v) and v >= 2, "an integer >= 2"),
+    ("epsilon", lambda v: _number(v) and 0 < v <= 1, "a float in (0, 1] (pixel units of images "
+                                                     "in [0, 1], e.g. 8/255)"),
+    ("step_size", lambda v: _number(v) and 0 < v <= 1, "a float in (0, 1]"),
+    ("attack_steps", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    ("alpha", lambda v: _number(v) and v >= 0, "a float >= 0"),
+    ("trades_beta", lambda v: _number(v) and v >= 0, "a float >= 0"),
+    ("seed", lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    ("val_attack_steps", lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: attack_steps)"),
+    ("epsilon_warmup_steps", lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: off)"),
+)
+
+
+def check_arguments(*, method, **arguments) -> None:
+    """AdversarialModel's keyword arguments, refused in Keras' one-line style when out of range."""
+    if not (isinstance(method, str) and method in METHODS):
+        raise invalid_argument("method", f"one of {', '.join(METHODS.names())} (or one added "
+                               "with aalp_tf.register_method)", f"method={method!r}")
+    for name, test, expected in _RULES:
+        if not test(arguments[name]):
+            raise invalid_argument(name, expected, f"{name}={arguments[name]!r}")
+
+
+def check_features(backbone, shape) -> None:
+    """A backbone must return one [N, F] tensor: the features the logits layer reads."""
+    shapes = shape if isinstance(shape, list) else [shape]
+    if len(shapes) != 1 or len(shapes[0]) != 2:
+        shown = ", ".join(str(tuple(s)) for s in shapes)
+        raise invalid_argument(
+            "backbone", "a model returning features of shape [N, F] (end it with e.g. "
+            "keras.layers.Flatten() or keras.layers.GlobalAveragePooling2D())",
+            f"backbone {backbone.name!r} returning shape {shown}")
+
+
+def _static_output_shape(backbone):
+    """The backbone's output shape(s) when it knows them before any call (functional,
+    Sequential with an Input), else None."""
+    try:
+        outputs = backbone.outputs
+    except (AttributeError, ValueError):
+        return None
+    return [tuple(o.shape) for o in outputs] if outputs else None
+
+
+@keras.saving.register_keras_serializable(package="aalp_tf")
+class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
+    """A classifier trained adversarially, whose features (A_fc) and logits layer are kept apart
+    for Guided Dropout.
 
     Calling the model returns logits (never probabilities); at inference Guided Dropout is the
-    identity, so `model(x)` is what attacks, evaluation and exports see.
+    identity, so `model(x)` is what attacks, evaluation and exports see. `fit` takes (images,
+    integer labels[, sample weights]) with float images in [0, 1]; compile it with an optimizer
+    alone (the loss is the method's). Validation logs `val_clean_accuracy`,
+    `val_robust_accuracy` (PGD with the training adversary's settings) and `val_ce_clean`.
 
     Args:
-      backbone: keras.Model, images in [0, 1] -> A_fc [N, F].
+      backbone: a keras.Model (functional, Sequential or subclassed): images in [0, 1] ->
+        features A_fc [N, F].
       num_classes: size of the logits layer.
-      method: MethodConfig naming a registered method.
-      attack: the PGD adversary for training and validation.
-      keep_fraction, gd_rescale: GuidedDropout's arguments.
+      epsilon, step_size, attack_steps: the L-inf PGD adversary of training and validation,
+        in pixel units of images in [0, 1] (they depend on the dataset: no default).
+      method: a registered method: natural, madry, alp, trades, aalp_sw, aalp_gd, aalp (the
+        paper's), or one added with `aalp_tf.register_method`.
+      alpha: weight of the (adaptive) ALP term, Eq. 10.
+      trades_beta: TRADES' weight of the KL term.
+      guided_dropout: add Guided Dropout to any method (aalp_gd and aalp have it anyway).
+      keep_fraction, gd_rescale: GuidedDropout's arguments (0.5: the paper's median rule).
+      random_start: PGD starts from a uniform random point of the epsilon-ball.
       seed: base of the stateless seeds of the adversary's random starts.
-      val_attack_steps: PGD steps for validation robust accuracy (0: attack.steps).
+      val_attack_steps: PGD steps for validation robust accuracy (0: attack_steps).
       epsilon_warmup_steps: the training adversary's epsilon (and step) ramp up linearly from 0
         over this many optimizer steps (0: off, as in the paper). Counted in steps, which the
         optimizer knows however `fit` is called; `build_model` turns the config's epochs into
         steps.
     """
 
-    def __init__(self, *, backbone, num_classes, method: MethodConfig, attack: AttackConfig,
-                 keep_fraction=0.5, gd_rescale=False, seed=0, val_attack_steps=0,
-                 epsilon_warmup_steps=0, **kwargs):
+    def __init__(self, backbone, num_classes, *, epsilon, step_size, attack_steps,
+                 method="aalp", alpha=1.0, trades_beta=6.0, guided_dropout=False,
+                 keep_fraction=0.5, gd_rescale=False, random_start=True, seed=0,
+                 val_attack_steps=0, epsilon_warmup_steps=0, **kwargs):
+        if not isinstance(backbone, keras.layers.Layer):
+            raise TypeError(f"Invalid value received for argument `backbone`. Expected a "
+                            "keras.Model mapping images in [0, 1] to features [N, F]. "
+                            f"Received: backbone of type {type(backbone).__name__}")
+        check_arguments(num_classes=num_classes, method=method, epsilon=epsilon,
+                        step_size=step_size, attack_steps=attack_steps, alpha=alpha,
+                        trades_beta=trades_beta, seed=seed, val_attack_steps=val_attack_steps,
+                        epsilon_warmup_steps=epsilon_warmup_steps)
+        known = _static_output_shape(backbone)
+        if known is not None:
+            check_features(backbone, known)
         super().__init__(**kwargs)
         self.backbone = backbone
+        self.num_classes = int(num_classes)
         self.guided_dropout = GuidedDropout(keep_fraction, rescale=gd_rescale,
                                             name="guided_dropout")
         # Logits stay float32 under mixed precision: losses and attacks read them.
         self.classifier = keras.layers.Dense(num_classes, name="logits", dtype="float32")
-        self.method_config = method
-        self.method = METHODS.get(method.name)
-        self.attack_config = attack
-        self.use_guided_dropout = self.method.guided_dropout or method.guided_dropout
+        self.method_config = MethodConfig(name=method, alpha=float(alpha),
+                                          trades_beta=float(trades_beta),
+                                          guided_dropout=bool(guided_dropout))
+        self.method = METHODS.get(method)
+        self.attack_config = AttackConfig(epsilon=float(epsilon), step_size=float(step_size),
+                                          steps=int(attack_steps),
+                                          random_start=bool(random_start))
+        self.use_guided_dropout = self.method.guided_dropout or bool(guided_dropout)
         self.seed = int(seed)
-        self.val_attack_steps = int(val_attack_steps) or attack.steps
+        self.val_attack_steps = int(val_attack_steps) or int(attack_steps)
         self.epsilon_warmup_steps = int(epsilon_warmup_steps)
+        # The RunConfig this model was built from (build_model), which its exports keep for
+        # analysis; None for a model built by hand.
+        self.run_config = None
         self._train_trackers = {"loss": keras.metrics.Mean(name="loss")}
         if CLEAN in self.method.branches:
             self._train_trackers["clean_accuracy"] = keras.metrics.SparseCategoricalAccuracy(
@@ -67,10 +165,95 @@ class AdversarialModel(keras.Model):
             "clean_accuracy": keras.metrics.SparseCategoricalAccuracy(name="clean_accuracy"),
             "robust_accuracy": keras.metrics.SparseCategoricalAccuracy(name="robust_accuracy"),
         }
+        if known is not None:  # a backbone with an Input: built now, as functional models are
+            self.build(backbone.inputs[0].shape)
+
+    # ---- Keras: build, config, compile, export ---------------------------------------------
+
+    def build(self, input_shape):
+        """Builds the backbone (a subclassed one learns its shapes here), then the layers
+        behind it; `keras.models.load_model` calls this before it loads the weights."""
+        if self.classifier.built:  # built at construction (a backbone with an Input)
+            return
+        # A symbolic call builds any backbone, even one without build or compute_output_shape.
+        features = tuple(self.backbone(keras.KerasTensor(tuple(input_shape))).shape)
+        check_features(self.backbone, features)
+        self.guided_dropout.build(features)
+        self.classifier.build(features)
+
+    def get_config(self):
+        m, a = self.method_config, self.attack_config
+        return {**super().get_config(),
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "num_classes": self.num_classes, "method": m.name, "epsilon": a.epsilon,
+                "step_size": a.step_size, "attack_steps": a.steps, "alpha": m.alpha,
+                "trades_beta": m.trades_beta, "guided_dropout": m.guided_dropout,
+                "keep_fraction": self.guided_dropout.keep_fraction,
+                "gd_rescale": self.guided_dropout.rescale, "random_start": a.random_start,
+                "seed": self.seed, "val_attack_steps": self.val_attack_steps,
+                "epsilon_warmup_steps": self.epsilon_warmup_steps}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"),
+                                                         custom_objects=custom_objects)
+        return cls(backbone, **config)
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        """Keras' compile with an optimizer: the loss and the logged metrics are the method's,
+        so a `loss` or `metrics` given here would be silently unused and is refused."""
+        for name, value in (("loss", loss), ("metrics", metrics),
+                            ("loss_weights", kwargs.get("loss_weights")),
+                            ("weighted_metrics", kwargs.get("weighted_metrics"))):
+            if value is not None:
+                raise invalid_argument(
+                    name, "None: AdversarialModel trains with its method's loss and logs its "
+                    "own metrics (choose the method with `method=`)", f"{name}={value!r}")
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras' own skips a compile it did not write (with a warning): load_model would give
+        # back a model without its optimizer and its state.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
+               **kwargs):
+        """Writes the SavedModel `python -m aalp_tf.train` writes at `filepath`, a version
+        folder that does not exist yet (TF Serving's layout, e.g. saved_models/my_model/1):
+        `serving_default` (float32 images in [0, 1]) and `predict_uint8`, with their shape
+        guards and warm-up records (kwarg `warmup_batch_sizes`, default (1,)), no optimizer
+        state; returns the path. Other formats go to Keras' own export."""
+        if format != "tf_saved_model":
+            return super().export(filepath, format=format, verbose=verbose,
+                                  input_signature=input_signature, **kwargs)
+        if input_signature is not None:
+            raise invalid_argument("input_signature", "None: the signatures take images [N, "
+                                   "H, W, C] of the shape the model was built with",
+                                   f"input_signature={input_signature!r}")
+        return EXPORT_FORMATS.get("tf_saved_model")(self, filepath, verbose=verbose, **kwargs)
+
+    @property
+    def image_shape(self) -> tuple:
+        """(H, W, C) of the images the model was built for."""
+        if not self.built:
+            raise ValueError(f"model {self.name!r} is not built yet: call it on a batch, fit "
+                             "it, or build it with model.build((None, H, W, C))")
+        return tuple(self.get_build_config()["input_shape"][1:])
+
+    # ---- forward ---------------------------------------------------------------------------
+
+    def features(self, images, training=False):
+        """A_fc, the backbone's [N, F] output."""
+        features = self.backbone(images, training=training)
+        check_features(self.backbone, tuple(features.shape))
+        return features
 
     def call(self, images, training=False):
-        features = self.backbone(images, training=training)
-        return self.logits_from_features(features, training=training)
+        return self.logits_from_features(self.features(images, training=training),
+                                         training=training)
 
     def logits_from_features(self, features, *, training=False, contribution=None):
         masked = self.guided_dropout(features, training=training, contribution=contribution)
@@ -126,7 +309,7 @@ class AdversarialModel(keras.Model):
 
     # ---- training --------------------------------------------------------------------------
 
-    def contribution(self, features, labels):
+    def contribution(self, features, labels, sample_weight=None):
         """Eq. 7 over every example of the step, all branches pooled; mean across replicas.
 
         Only the logits layer runs here: the backbone's features are inputs to this pass, so
@@ -141,6 +324,8 @@ class AdversarialModel(keras.Model):
             logits = {b: self.classifier(f) for b, f in features.items()}
             per_example, _ = self.method.loss(logits=logits, labels=labels,
                                               cfg=self.method_config)
+            if sample_weight is not None:  # the loss the step minimises is the weighted one
+                per_example = per_example * sample_weight
             total = tf.reduce_sum(per_example)
         grads = tape.gradient(total, features)
         branches = list(features)
@@ -179,92 +364,111 @@ class AdversarialModel(keras.Model):
                                              cfg=self.method_config)
         return per_example, logits, logs
 
+    def unpack(self, data):
+        """(float32 images, labels [N], sample weights or None) of a batch, checked when
+        traced: float images and integer labels ([N] or [N, 1]), so a wrong input fails before
+        the first step instead of training on nonsense."""
+        images, labels, weights = keras.utils.unpack_x_y_sample_weight(data)
+        images = tf.convert_to_tensor(images)
+        if not images.dtype.is_floating:
+            raise invalid_argument("x", "float images in [0, 1] (divide uint8 pixels by 255)",
+                                   f"x of dtype {images.dtype.name}")
+        images = tf.cast(images, tf.float32)  # the attacks' perturbations are float32
+        if labels is None:
+            raise invalid_argument("y", "integer class ids [N]: fit and evaluate need labels",
+                                   "y=None")
+        labels = tf.convert_to_tensor(labels)
+        if not labels.dtype.is_integer or labels.shape.rank not in (1, 2) or (
+                labels.shape.rank == 2 and labels.shape[-1] != 1):
+            raise invalid_argument("y", "integer class ids of shape [N] or [N, 1] (not one-hot)",
+                                   f"y of dtype {labels.dtype.name} and shape {labels.shape}")
+        labels = tf.reshape(labels, [-1])
+        if weights is not None:
+            weights = tf.reshape(tf.cast(weights, tf.float32), [-1])
+        return images, labels, weights
+
     def train_step(self, data):
-        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        images, labels, weights = self.unpack(data)
         # The adversary runs outside the tape: its PGD loop needs no recording.
         inputs = self.branch_inputs(images, labels)
         with tf.GradientTape() as tape:
-            features = {b: self.backbone(x, training=True) for b, x in inputs.items()}
+            features = {b: self.features(x, training=True) for b, x in inputs.items()}
             contribution = None
             if self.use_guided_dropout:
                 with tape.stop_recording():
-                    contribution = self.contribution(features, labels)
+                    contribution = self.contribution(features, labels, weights)
             per_example, logits, logs = self.branch_loss(features, labels, contribution)
-            # Divide by the global batch: gradients are summed across replicas.
-            loss = tf.nn.compute_average_loss(per_example)
+            # Divide by the global batch: gradients are summed across replicas. Sample weights
+            # scale each example's loss, as Keras' own losses do.
+            loss = tf.nn.compute_average_loss(per_example, sample_weight=weights)
             if self.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
             loss = self.optimizer.scale_loss(loss)  # mixed precision: LossScaleOptimizer
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
-        self._train_trackers["loss"].update_state(per_example)
+        self._train_trackers["loss"].update_state(per_example, sample_weight=weights)
         if CLEAN in logits:
-            self._train_trackers["clean_accuracy"].update_state(labels, logits[CLEAN])
+            self._train_trackers["clean_accuracy"].update_state(labels, logits[CLEAN],
+                                                                sample_weight=weights)
         if ADV in logits:
-            self._train_trackers["adv_accuracy"].update_state(labels, logits[ADV])
+            self._train_trackers["adv_accuracy"].update_state(labels, logits[ADV],
+                                                              sample_weight=weights)
         for name in self.method.logs:
-            self._train_trackers[name].update_state(logs[name])
-        return self._results(self._train_trackers)
+            self._train_trackers[name].update_state(logs[name], sample_weight=weights)
+        return self.logs_of(self._train_trackers)
 
     def test_step(self, data):
         """Validation: clean accuracy, and robust accuracy under the training PGD (CE, true labels)."""
-        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        images, labels, weights = self.unpack(data)
         clean_logits = self(images, training=False)
         adv = self.adversarial_examples(images, labels, steps=self.val_attack_steps,
                                         seed=(self.seed + 1, 0))
         adv_logits = self(adv, training=False)
         self._val_trackers["ce_clean"].update_state(
-            losses.cross_entropy(logits=clean_logits, labels=labels))
-        self._val_trackers["clean_accuracy"].update_state(labels, clean_logits)
-        self._val_trackers["robust_accuracy"].update_state(labels, adv_logits)
-        return self._results(self._val_trackers)
+            losses.cross_entropy(logits=clean_logits, labels=labels), sample_weight=weights)
+        self._val_trackers["clean_accuracy"].update_state(labels, clean_logits,
+                                                          sample_weight=weights)
+        self._val_trackers["robust_accuracy"].update_state(labels, adv_logits,
+                                                           sample_weight=weights)
+        return self.logs_of(self._val_trackers)
 
-    # ---- keras-team/keras#20585: model.fit under MultiWorkerMirroredStrategy ----------------
-    # With Keras 3.15, fit() under MultiWorkerMirroredStrategy fails twice out of the box:
-    # `_maybe_symbolic_build` reduces the first PerReplica batch and cannot, then
-    # `reduce_per_replica` reduces every scalar log with axis=0. Our model is built (layers and
-    # optimizer) before fit, so there is nothing to build symbolically; and logs are returned
-    # with shape [1] under that strategy, which the axis-0 reduction turns back into scalars
-    # (every replica holds the same synchronised metric values, so the mean is exact).
-    # tests/test_distributed.py fails when either half stops being needed or stops working.
-    WORK_AROUND_KERAS_20585 = True
 
-    def _multi_worker(self):
-        return self.WORK_AROUND_KERAS_20585 and isinstance(
-            self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
+def model_arguments(cfg: RunConfig, *, steps_per_epoch: int = 0) -> dict:
+    """The AdversarialModel keyword arguments a RunConfig means (all but backbone and
+    num_classes): the one translation from flags to a model.
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if self._multi_worker() and self.built and self.optimizer.built:
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-    def _results(self, trackers):
-        results = {name: tracker.result() for name, tracker in trackers.items()}
-        if self._multi_worker():
-            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
-        return results
+    Args:
+      cfg: the run's config.
+      steps_per_epoch: training steps per epoch, which turn the epsilon warm-up's epochs into
+        steps; 0 (a model rebuilt for inference, export or analysis) leaves the warm-up off.
+    """
+    m, a = cfg.method, cfg.attack
+    return dict(method=m.name, alpha=m.alpha, trades_beta=m.trades_beta,
+                guided_dropout=m.guided_dropout, epsilon=a.epsilon, step_size=a.step_size,
+                attack_steps=a.steps, random_start=a.random_start,
+                keep_fraction=cfg.model.keep_fraction, gd_rescale=cfg.model.gd_rescale,
+                seed=cfg.train.seed, val_attack_steps=cfg.train.val_attack_steps,
+                epsilon_warmup_steps=round(a.warmup_epochs * steps_per_epoch))
 
 
 def build_model(cfg: RunConfig, spec, *, steps_per_epoch: int = 0) -> AdversarialModel:
-    """The model the trainer trains (and the tuner tunes), compiled with Adam.
+    """The model the trainer trains (and the tuner tunes), compiled with Adam and built.
 
     Args:
       cfg: the run's config.
       spec: the dataset's DatasetSpec (image shape, classes, normalisation).
-      steps_per_epoch: training steps per epoch, which turn the epsilon warm-up's epochs into
-        steps; 0 (a model rebuilt for inference, export or analysis) leaves the warm-up off.
+      steps_per_epoch: see `model_arguments`.
     """
-    backbone = BACKBONES.get(cfg.model.name)(input_shape=spec.image_shape, mean=spec.mean,
-                                             std=spec.std, width=cfg.model.width,
-                                             sync_bn=cfg.model.sync_batchnorm)
-    model = AdversarialModel(backbone=backbone, num_classes=spec.num_classes, method=cfg.method,
-                             attack=cfg.attack, keep_fraction=cfg.model.keep_fraction,
-                             gd_rescale=cfg.model.gd_rescale, seed=cfg.train.seed,
-                             val_attack_steps=cfg.train.val_attack_steps,
-                             epsilon_warmup_steps=round(cfg.attack.warmup_epochs * steps_per_epoch),
-                             name=f"{cfg.data.dataset}_{cfg.method.name}")
+    m = cfg.model
+    backbone = build_backbone(m.name, input_shape=spec.image_shape, mean=spec.mean,
+                              std=spec.std, width=m.width, sync_bn=m.sync_batchnorm,
+                              depth=m.depth, widen_factor=m.widen_factor)
+    model = AdversarialModel(backbone, spec.num_classes,
+                             name=f"{cfg.data.dataset}_{cfg.method.name}",
+                             **model_arguments(cfg, steps_per_epoch=steps_per_epoch))
+    model.run_config = cfg
     model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate),
                   jit_compile=cfg.train.jit_compile)
-    model(tf.zeros((1,) + tuple(spec.image_shape)))  # build every layer
+    model.build((None, *spec.image_shape))
     model.optimizer.build(model.trainable_variables)  # so a checkpoint can restore its slots
     return model

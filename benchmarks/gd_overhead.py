@@ -25,9 +25,9 @@ class BackboneTwice(AdversarialModel):
         self._inputs = super().branch_inputs(images, labels)
         return self._inputs
 
-    def contribution(self, features, labels):
+    def contribution(self, features, labels, sample_weight=None):
         again = {b: self.backbone(x, training=True) for b, x in self._inputs.items()}
-        return super().contribution(again, labels)
+        return super().contribution(again, labels, sample_weight)
 
 
 VARIANTS = {  # name -> (method, --guided_dropout, strawman)

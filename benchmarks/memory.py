@@ -37,7 +37,7 @@ def child(arch, method, width, steps, scale):
     """Runs one configuration (in the child process)."""
     from aalp_tf.experiment import training
     from aalp_tf.data.datasets import DATASETS
-    from input_pipeline import synthetic
+    from benchmarks.input_pipeline import synthetic
     cfg = harness.run_config(arch, "natural" if method == "[model only]" else method,
                              width=width, steps=steps)
     if method == "[model only]":

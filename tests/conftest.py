@@ -135,3 +135,36 @@ def trained_tiny_model(tmp_path_factory):
     x = tf.constant(data.x_test / 255.0, tf.float32)
     y = tf.constant(data.y_test)
     return model, x, y
+
+
+# ---- a run whose last epoch is not its best ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def overfit_run(tmp_path_factory):
+    """A 3-epoch alp run whose last epoch a learning rate of 10 wrecks, so the epoch with the
+    best val_robust_accuracy comes earlier; trial 0's run folder of a search, keeping 1
+    checkpoint. Returns (the search's TuneConfig, the run's RunConfig, its TrainResult)."""
+    import dataclasses
+
+    import keras
+
+    from aalp_tf.config import AttackConfig, TuneConfig
+    from aalp_tf.experiment.training import train
+    from aalp_tf.tuning.search_space import trial_config
+    from tests.helpers.tiny import tiny_arrays, tiny_config
+
+    class WreckTheLastEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                self.model.optimizer.learning_rate.assign(10.0)
+
+    folder = tmp_path_factory.mktemp("overfit")
+    base = tiny_config(folder, "alp", epochs=3)
+    base = base.replace(attack=AttackConfig(epsilon=0.05, step_size=0.025, steps=2),
+                        train=dataclasses.replace(base.train, learning_rate=1e-2,
+                                                  keep_checkpoints=1))
+    search = TuneConfig(run=base)
+    cfg = trial_config(search, {"alpha": 1.0}, model_dir=str(folder / "tuner/trial_0/run"))
+    result = train(cfg, arrays=tiny_arrays(160, 32), verbose=0, callbacks=[WreckTheLastEpoch()])
+    return search, cfg, result

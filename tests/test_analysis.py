@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from aalp_tf.analysis import probes, quantities
-from aalp_tf.config import AttackConfig, MethodConfig
 from aalp_tf.errors import UsageError
 from aalp_tf.trainer import AdversarialModel
 
@@ -24,9 +23,8 @@ def tiny():
     h = keras.layers.Conv2D(2, 1, activation="relu", name="conv")(inputs)
     h = keras.layers.Flatten(name="flatten")(h)
     features = keras.layers.Dense(4, activation="relu", name="fc")(h)
-    model = AdversarialModel(backbone=keras.Model(inputs, features), num_classes=CLASSES,
-                             method=MethodConfig(name="natural"),
-                             attack=AttackConfig(epsilon=0.3, step_size=0.1, steps=1))
+    model = AdversarialModel(keras.Model(inputs, features), num_classes=CLASSES,
+                             method="natural", epsilon=0.3, step_size=0.1, attack_steps=1)
     model(np.zeros((1, 3, 3, 1), np.float32))
     w = {"k": np.array([[[[1.0, -0.5]]]], np.float32), "kb": np.array([0.1, 0.2], np.float32),
          "w1": rng.normal(size=(18, 4)).astype(np.float32),

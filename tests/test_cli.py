@@ -40,6 +40,12 @@ def mnist_dir(tmp_path_factory):
     (["--dataset=mnist", "--source_dir=/nonexistent"], "error: --source_dir /nonexistent"),
     (["--method=aalp"], "error: --dataset is not set"),
     (["--dataset=mnist", "stray"], "error: unexpected arguments: stray"),
+    (["--dataset=mnist", "--val_examples=0"], "error: --export_epoch=best picks the epoch by "
+                                              "val_robust_accuracy, which needs a validation "
+                                              "slice; received: --val_examples=0; accepted: "
+                                              "--val_examples > 0, or --export_epoch=last"),
+    (["--dataset=mnist", "--depth=34"], "error: depth applies to wide_resnet, not to lenet; "
+                                        "received: depth=34"),
 ])
 def test_train_rejects_bad_input_in_one_line(tmp_path, args, expected):
     assert_one_line_error(command("train", *args, cwd=tmp_path), expected)
@@ -261,6 +267,20 @@ def test_train_then_evaluate_end_to_end(tmp_path, mnist_dir):
             "error: --model_dir runs/mnist_aalp is not writable (runs/mnist_aalp: permission "
             "denied); accepted: a folder this user may write into\n"))
 
+    # The library's evaluation is the command's: same numbers and checks on the same images,
+    # from the SavedModel and from the Keras model of the run.
+    import aalp_tf
+    from aalp_tf import runs
+    from aalp_tf.data.datasets import DATASETS
+    data = tiny_arrays(256, 64)
+    images = (data.x_test.astype("float32") / 255, data.y_test)
+    same = dict(attacks=["clean", "fgsm", "pgd3", "cw3"], epsilon=0.3, step_size=0.01,
+                batch_size=32)
+    from_path = aalp_tf.evaluate(str(tmp_path / "saved_models/mnist_aalp/1"), images, **same)
+    assert from_path == {k: v for k, v in record.items() if k not in ("model", "dataset")}
+    model = runs.model_from_run(str(tmp_path / "runs/mnist_aalp"), datasets=DATASETS).model
+    assert aalp_tf.evaluate(model, images, **same)["accuracy"] == record["accuracy"]
+
     bad = command("evaluate", "--model=saved_models/mnist_aalp", "--dataset=mnist",
                   f"--source_dir={mnist_dir}", cwd=tmp_path)
     assert_one_line_error(bad, "error: --model saved_models/mnist_aalp is not a SavedModel "
@@ -296,3 +316,23 @@ def test_kill_9_mid_run_then_the_same_command_finishes_at_the_right_epoch(tmp_pa
     if done < 3:
         assert f"resuming runs/mnist_alp after epoch {done} of 3" in resumed.stdout
     assert [h["epoch"] for h in json.loads(history.read_text())] == [1, 2, 3]
+
+
+@pytest.mark.slow  # ~30 s on 2 shared cores; test_api covers the method in-process
+def test_a_method_of_your_own_trains_from_the_command_line(tmp_path, mnist_dir):
+    """The README's MART, imported with --imports: `import aalp_tf` inside a command."""
+    from tests.helpers.readme import python_blocks
+    (code,) = python_blocks("### Your own method")
+    (tmp_path / "my_methods.py").write_text(code)
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{tmp_path}", TF_CPP_MIN_LOG_LEVEL="3")
+    trained = subprocess.run(
+        [sys.executable, "-m", "aalp_tf.train", "--dataset=mnist", "--imports=my_methods",
+         "--method=mart", "--alpha=6", f"--source_dir={mnist_dir}", "--epochs=1", *TINY_RUN],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert trained.returncode == 0, trained.stderr
+    assert "exported SavedModel: saved_models/mnist_mart/1 " in trained.stdout
+    config = json.loads((tmp_path / "runs/mnist_mart/config.json").read_text())
+    assert config["method"] == {"name": "mart", "alpha": 6.0, "trades_beta": 6.0,
+                                "guided_dropout": False}
+    history = json.loads((tmp_path / "runs/mnist_mart/history.json").read_text())
+    assert {"bce", "kl", "val_robust_accuracy"} <= set(history[0])

@@ -157,6 +157,6 @@ def test_keras_20585_workaround_is_still_needed(tmp_path):
         workers.kill_all()
     log = workers.log(0)
     assert "finished" not in log, ("keras-team/keras#20585 looks fixed: fit() worked without "
-                                   "the work-around; remove it from trainer.AdversarialModel")
+                                   "the work-around; remove distribution.MultiWorkerFit")
     assert codes[0] not in (0, None), log[-2000:]
     assert "PerReplica" in log or "Invalid reduction dimension" in log, log[-2000:]

@@ -137,6 +137,40 @@ def test_guided_dropout_and_training_paths_are_absent_from_the_export(trained):
     assert "TopKV2" in training_traces(traced.get_concrete_function(features).graph.as_graph_def())
 
 
+def signature_shapes(path):
+    meta = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    spec = lambda infos: {k: (v.dtype, [d.size for d in v.tensor_shape.dim])  # noqa: E731
+                          for k, v in infos.items()}
+    return {name: (spec(sig.inputs), spec(sig.outputs))
+            for name, sig in meta.meta_graphs[0].signature_def.items()}
+
+
+def test_model_export_writes_the_savedmodel_training_wrote(trained, tmp_path):
+    result, _, _ = trained
+    path = result.model.export(tmp_path / "mnist_aalp" / "1")
+    cli = result.export_path
+    assert signature_shapes(path) == signature_shapes(cli)
+    assert set(signature_shapes(path)) == {"serving_default", "predict_uint8",
+                                           "__saved_model_init_op"}
+
+    def extra(folder):
+        return {f.name: f.read_bytes() for f in (folder / "assets.extra").iterdir()}
+
+    def names(folder):
+        return [n for n, _ in tf.train.list_variables(str(folder / "variables/variables"))]
+
+    # The run's config and the same warm-up requests; training's export also records the run
+    # and epoch it came from (so a rerun finds it), which a model exported by hand has not.
+    from_run = extra(cli)
+    source = json.loads(from_run.pop(saved_model.SOURCE_ASSET))
+    assert source["epochs"] == 2 and source["epoch"] in (1, 2) and source["run"].endswith("run")
+    assert extra(path) == from_run
+    assert names(path) == names(cli)
+    assert not [n for n in names(cli) if "optimizer" in n]  # a SavedModel is for inference
+    np.testing.assert_allclose(tf2_outputs(path, "serving_default", X)["logits"],
+                               tf2_outputs(cli, "serving_default", X)["logits"], atol=1e-6)
+
+
 def test_warmup_records_are_prediction_logs_that_match_the_signatures(trained):
     result, _, _ = trained
     path = result.export_path / "assets.extra" / saved_model.WARMUP_ASSET

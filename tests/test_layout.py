@@ -6,6 +6,9 @@
   command or absl.
 - Subpackages never import a command; no two subpackages import each other, directly or
   through others.
+- The package's __init__ is the public API, on top of the library: it re-exports from the core
+  and the subpackages and imports no command (`aalp_tf.evaluate` is the function, and importing
+  the command module of that name would replace it).
 """
 import ast
 import pathlib
@@ -13,8 +16,9 @@ import pathlib
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "aalp_tf"
-CORE = {"__init__", "config", "registry", "errors", "layers", "models", "losses", "attacks",
-        "methods", "trainer", "runs", "distribution"}
+CORE = {"config", "registry", "errors", "layers", "models", "losses", "attacks", "methods",
+        "trainer", "runs", "distribution"}
+API = "aalp_tf"  # the package's __init__
 COMMANDS = {"cli", "train", "evaluate", "tune", "analyze", "export", "compare"}
 
 
@@ -58,9 +62,11 @@ def short(name: str) -> str:
 
 
 def layer(name: str) -> str:
-    """core, command, or the subpackage's name."""
+    """api, core, command, or the subpackage's name."""
     parts = name.split(".")
-    if len(parts) == 1 or (len(parts) == 2 and parts[1] in CORE):
+    if name == API:
+        return "api"
+    if len(parts) == 2 and parts[1] in CORE:
         return "core"
     if len(parts) == 2 and parts[1] in COMMANDS:
         return "command"
@@ -117,7 +123,7 @@ def test_the_core_imports_only_the_core(name):
     assert upward == [], f"{short(name)} imports {', '.join(upward)}"
 
 
-def test_subpackages_import_no_command():
+def test_subpackages_and_the_api_import_no_command():
     edges = graph()
     wrong = sorted(f"{short(name)} -> {short(dep)}" for name, deps in edges.items()
                    if layer(name) not in ("core", "command")
@@ -128,10 +134,16 @@ def test_subpackages_import_no_command():
 def test_subpackages_form_no_circle():
     packages = {}
     for name, deps in graph().items():
-        if layer(name) in ("core", "command"):
+        if layer(name) in ("core", "command", "api"):
             continue
         packages.setdefault(layer(name), set()).update(
             layer(d) for d in deps
             if d.startswith("aalp_tf") and layer(d) not in ("core", "command", layer(name)))
     cycle = find_cycle(packages)
     assert cycle is None, "subpackages import each other: " + " -> ".join(cycle)
+
+
+def test_nothing_below_the_api_imports_it_and_the_api_imports_the_library():
+    edges = graph()
+    assert sorted(short(name) for name, deps in edges.items() if API in deps) == []
+    assert {"aalp_tf.trainer", "aalp_tf.evaluation.robustness"} <= edges[API]

@@ -4,7 +4,6 @@ import pytest
 import tensorflow as tf
 
 from aalp_tf.data.datasets import DATASETS
-from aalp_tf.methods import METHODS
 from aalp_tf.trainer import build_model
 from tests.helpers.tiny import tiny_arrays, tiny_config
 
@@ -24,21 +23,6 @@ def tiny_model(tmp_path, method, **overrides):
 def batch(n=32):
     data = tiny_arrays(n, 8)
     return tf.constant(data.x_train / 255.0, tf.float32), tf.constant(data.y_train)
-
-
-@pytest.mark.parametrize("method", METHODS.names())
-def test_each_method_trains_end_to_end(tmp_path, method):
-    model = tiny_model(tmp_path, method)
-    x, y = batch(64)
-    before = [v.numpy().copy() for v in model.trainable_variables]
-    history = model.fit(x, y, batch_size=32, epochs=1, verbose=0, validation_data=(x, y))
-    logs = {k: v[-1] for k, v in history.history.items()}
-    assert np.isfinite(logs["loss"])
-    assert {"val_clean_accuracy", "val_robust_accuracy", "val_ce_clean"} <= set(logs)
-    assert "val_loss" not in logs  # the method's loss is not what validation measures
-    assert set(METHODS.get(method).logs) <= set(logs)
-    changed = [not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables)]
-    assert all(changed)
 
 
 def test_inference_is_untouched_by_guided_dropout(tmp_path):

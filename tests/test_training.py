@@ -199,3 +199,65 @@ def test_a_loss_turning_non_finite_stops_the_run_at_its_last_finite_epoch(tmp_pa
     assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-1")
     assert [h["epoch"] for h in json.loads((run / "history.json").read_text())] == [1]
     assert not (run / "export.json").exists() and not (tmp_path / "run_exports").exists()
+
+
+def best_by_rule(history):
+    """--export_epoch=best: the highest val_robust_accuracy, then val_clean_accuracy, then the
+    later epoch."""
+    return max(history, key=lambda h: (h["val_robust_accuracy"], h["val_clean_accuracy"],
+                                       h["epoch"]))
+
+
+def test_export_epoch_best_exports_the_best_epoch_and_keeps_its_checkpoint(overfit_run):
+    from aalp_tf.data.datasets import DATASETS
+    from aalp_tf.runs import RunFolder, model_from_run
+    _, cfg, result = overfit_run
+    robust = [h["val_robust_accuracy"] for h in result.history]
+    assert robust[-1] < max(robust), robust  # the run is built so: its last epoch is not its best
+    best = best_by_rule(result.history)
+    assert result.export_epoch == best["epoch"] < 3
+    run = RunFolder(cfg.train.model_dir)
+    assert json.loads(run.export_record.read_text()) == {
+        "path": str(result.export_path), "epochs": 3, "epoch": best["epoch"],
+        "export_epoch": "best",
+        "reason": f"epoch {best['epoch']} has the highest val_robust_accuracy "
+                  f"({best['val_robust_accuracy']:.4f}) of epochs 1-3; the last epoch has "
+                  f"{robust[-1]:.4f}"}
+    # --keep_checkpoints=1 kept the last epoch's checkpoint and the best one.
+    assert sorted(run.epoch_checkpoints()) == [best["epoch"], 3]
+    x = tf.constant(ARRAYS.x_test / 255.0, tf.float32)
+    chosen = model_from_run(cfg.train.model_dir, datasets=DATASETS, epoch=best["epoch"]).model
+    last = model_from_run(cfg.train.model_dir, datasets=DATASETS, epoch=3).model
+    logits_fn, _ = load_serving_logits(str(result.export_path))
+    np.testing.assert_allclose(logits_fn(x), chosen(x), atol=1e-5)
+    np.testing.assert_allclose(result.model(x), chosen(x), atol=1e-6)
+    assert not np.allclose(last(x), chosen(x), atol=1e-3)
+
+    # The same finished run, asked for its last epoch: exported anew, nothing trained.
+    again = train(cfg.replace(train=dataclasses.replace(cfg.train, export_epoch="last")),
+                  arrays=ARRAYS, verbose=0)
+    assert (again.export_epoch, again.history) == (3, result.history)
+    assert again.export_path == result.export_path.parent / str(int(result.export_path.name) + 1)
+    logits_fn, _ = load_serving_logits(str(again.export_path))
+    np.testing.assert_allclose(logits_fn(x), last(x), atol=1e-5)
+    assert json.loads(run.export_record.read_text())["reason"] == (
+        "the last epoch (3), as --export_epoch=last asks")
+
+
+def test_export_epoch_best_without_a_validation_slice_is_refused_before_any_work(tmp_path):
+    cfg = tiny_config(tmp_path / "run", "natural")
+    cfg = cfg.replace(data=dataclasses.replace(cfg.data, val_examples=0))
+    with pytest.raises(UsageError) as err:
+        train(cfg, arrays=ARRAYS, verbose=0)
+    assert str(err.value) == ("--export_epoch=best picks the epoch by val_robust_accuracy, which "
+                              "needs a validation slice; received: --val_examples=0; accepted: "
+                              "--val_examples > 0, or --export_epoch=last")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_json_from_before_the_new_fields_reads_with_their_defaults(tmp_path):
+    from aalp_tf.config import RunConfig
+    raw = json.loads(tiny_config(tmp_path / "run").to_json())
+    del raw["train"]["export_epoch"], raw["model"]["depth"], raw["model"]["widen_factor"]
+    cfg = RunConfig.from_dict(raw)
+    assert (cfg.train.export_epoch, cfg.model.depth, cfg.model.widen_factor) == ("best", 0, 0)

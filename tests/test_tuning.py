@@ -271,3 +271,25 @@ def test_a_chief_and_two_workers_share_a_search(tmp_path, mnist_dir):
             (str(i), "COMPLETED") for i in range(2)]
     for i in range(2):
         assert [h["epoch"] for h in history(folder.trial_run(str(i)))] == [1]
+
+
+def test_a_trial_is_scored_and_reloaded_at_the_epoch_it_exports(overfit_run):
+    """The fixture's run is trial 0 of a search, finished, its best epoch not its last."""
+    import types
+
+    import keras_tuner
+    from aalp_tf.tuning.search_space import OBJECTIVES
+    search, cfg, result = overfit_run
+    hypermodel = tuners.AdversarialHyperModel(search, ARRAYS)
+    hp = keras_tuner.HyperParameters()  # declares alpha at its default, the run's 1.0
+    logs = hypermodel.fit(hp, hypermodel.build(hp), run_dir=cfg.train.model_dir, progress=0)
+    exported = result.export_logs
+    assert result.export_epoch < 3
+    assert logs["val_robust_accuracy"] == exported["val_robust_accuracy"] != \
+        result.history[-1]["val_robust_accuracy"]
+    assert logs[OBJECTIVES.get("robust").metric] == exported["val_robust_accuracy"]
+
+    tuner = types.SimpleNamespace(project_dir=str(pathlib.Path(cfg.train.model_dir).parents[1]))
+    model = tuners.TrialsInRunFolders.load_model(tuner, types.SimpleNamespace(trial_id="0"))
+    x = tf.constant(ARRAYS.x_test / 255.0, tf.float32)
+    np.testing.assert_allclose(model(x), result.model(x), atol=1e-6)

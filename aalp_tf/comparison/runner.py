@@ -12,11 +12,11 @@ import json
 import pathlib
 import subprocess
 import time
+from importlib import metadata
 from typing import Dict, List, Optional, Tuple
 
 import keras
 
-import aalp_tf
 from aalp_tf.comparison import cells as cell_files
 from aalp_tf.comparison import config as comparison_config
 from aalp_tf.comparison.cells import Cell
@@ -202,14 +202,14 @@ def progress_line(record: dict, remaining: int) -> str:
 
 def code_version() -> str:
     """Which code made a record: the package version and, in a git checkout, its commit."""
-    root = pathlib.Path(aalp_tf.__file__).resolve().parent.parent
+    root = pathlib.Path(__file__).resolve().parents[2]  # the repository, in a checkout
     commit = _git(root, "rev-parse", "--short", "HEAD")
     if commit is None:
         where = "not a git checkout"
     else:
         dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
         where = f"git {commit}{' with local changes' if dirty else ''}"
-    return (f"aalp_tf {aalp_tf.__version__} ({where}), python -m aalp_tf.compare: "
+    return (f"aalp_tf {metadata.version('aalp_tf')} ({where}), python -m aalp_tf.compare: "
             "experiment.training.train, evaluation.robustness.evaluate")
 
 

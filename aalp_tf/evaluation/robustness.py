@@ -1,14 +1,25 @@
 """The evaluation `python -m aalp_tf.evaluate` runs, as one function other code can call.
 
-`evaluate(model, batches, attacks=...)` first refuses a model whose every output is NaN or inf,
-runs the sanity checks against false robustness on the first `check_examples` images, then every
-attack on every batch, and returns the record
-the `evaluate` command writes as JSON. It prints only when `verbose`.
+`evaluate(logits_fn, batches, attacks=...)` first refuses a model whose every output is NaN or
+inf, runs the sanity checks against false robustness on the first `check_examples` images, then
+every attack on every batch, and returns the record the `evaluate` command writes as JSON. It
+prints only when `verbose`. `evaluate_model` is the same for a Keras model, any function
+returning logits, or a SavedModel folder, on a dataset, NumPy arrays or a list of batches: the
+library's `aalp_tf.evaluate`.
 """
-from typing import Callable, Iterable, Sequence
+import math
+import os
+from typing import Callable, Iterable, Optional, Sequence
 
+import keras
+import numpy as np
+import tensorflow as tf
+
+from aalp_tf.errors import invalid_argument
 from aalp_tf.evaluation import checks as sanity
 from aalp_tf.evaluation import suite
+from aalp_tf.serving.saved_model import load_serving_logits
+from aalp_tf.trainer import AdversarialModel
 
 
 def run_checks(logits_fn: Callable, batches: Iterable, *, epsilon: float, seed: int,
@@ -58,3 +69,97 @@ def evaluate(logits_fn: Callable, batches: Iterable, *, attacks: Sequence[str],
     record.update(examples=count, epsilon=epsilon, step_size=step_size, restarts=restarts,
                   seed=seed, accuracy=accuracy)
     return record
+
+
+def _logits_function(model):
+    """(images -> logits, the image shape it demands or None) of a model, callable or path."""
+    if isinstance(model, (str, os.PathLike)):
+        return load_serving_logits(os.fspath(model))
+    if isinstance(model, keras.Model):
+        return (lambda images: model(images, training=False)), None
+    if callable(model):
+        return model, None
+    raise TypeError("Invalid value received for argument `model`. Expected a keras.Model "
+                    "returning logits, a callable images -> logits, or a SavedModel folder. "
+                    f"Received: model of type {type(model).__name__}")
+
+
+def _batches(data, batch_size: int):
+    """(re-iterable batches of (float images, labels), their number or None) of `data`."""
+    if isinstance(data, tuple) and len(data) == 2 and np.ndim(data[0]) == 4:
+        images, labels = data
+        count = math.ceil(len(labels) / batch_size)
+        return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size), count
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        if not isinstance(spec, tuple) or len(spec) != 2:
+            raise invalid_argument("data", "(images, labels) elements", f"elements {spec}")
+        if spec[0].shape.rank == 3:  # single images [H, W, C]: batch them
+            data = data.batch(batch_size)
+        count = int(data.cardinality())
+        return data, (count if count >= 0 else None)
+    if isinstance(data, list) and all(isinstance(b, (tuple, list)) and len(b) == 2 for b in data):
+        return data, len(data)
+    raise invalid_argument("data", "a tf.data.Dataset of (images, labels), a tuple (images, "
+                           "labels) of arrays, or a list of (images, labels) batches",
+                           f"data of type {type(data).__name__}")
+
+
+def _as_float32(batches):
+    """The attacks take float32 images: NumPy's x / 255 is float64."""
+    if isinstance(batches, tf.data.Dataset):
+        return batches.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    return [(tf.cast(x, tf.float32), y) for x, y in batches]
+
+
+def evaluate_model(model, data, *, attacks: Sequence[str], epsilon: Optional[float] = None,
+                   step_size: Optional[float] = None, restarts: int = 1, seed: int = 0,
+                   checks: bool = True, check_examples: int = 100, batch_size: int = 128,
+                   verbose: bool = False) -> dict:
+    """`aalp_tf.evaluate`: accuracy under each attack, with the sanity checks beside it, as
+    `python -m aalp_tf.evaluate` computes them.
+
+    Args:
+      model: a keras.Model returning logits (an AdversarialModel or any other), a callable
+        images -> logits, or a SavedModel folder with the `serving_default` signature
+        (`images` -> `logits`), e.g. one `AdversarialModel.export` wrote.
+      data: (images, integer labels) with float images [N, H, W, C] in [0, 1]: a
+        tf.data.Dataset (of batches, or of single images, then batched by `batch_size`), a
+        tuple of NumPy arrays (batched by `batch_size`), or a list of batches.
+      attacks: names such as clean, fgsm, pgd40, cw20, apgd-ce, apgd-t, square1000, autoattack.
+      epsilon, step_size: the L-inf radius and the PGD/CW step in pixel units; default: an
+        AdversarialModel's own training adversary, else required.
+      restarts, seed: random restarts of each attack and the seed of their random starts.
+      checks: run the sanity checks against false robustness first.
+      check_examples: the checks' slice: the first this many images.
+      batch_size: the batch of arrays (the command's --batch_size: same batches, same numbers).
+      verbose: print the checks and the progress (nothing is printed otherwise).
+
+    Returns:
+      {"examples", "epsilon", "step_size", "restarts", "seed", "accuracy": {attack: [0, 1]}}
+      and "checks" ({"examples", "failed", "results"}) when they ran.
+    """
+    for name in attacks:
+        suite.parse_attack(name)  # a bad name fails before any work
+    own = model.attack_config if isinstance(model, AdversarialModel) else None
+    epsilon = own.epsilon if epsilon is None and own else epsilon
+    step_size = own.step_size if step_size is None and own else step_size
+    for name, value in (("epsilon", epsilon), ("step_size", step_size)):
+        if value is None:
+            raise invalid_argument(name, "a float in (0, 1] (pixel units): only an "
+                                   "AdversarialModel brings its own", f"{name}=None")
+    logits_fn, wanted_shape = _logits_function(model)
+    batches, count = _batches(data, batch_size)
+    images = tf.convert_to_tensor(next(iter(batches))[0])
+    if not images.dtype.is_floating:
+        raise invalid_argument("data", "float images in [0, 1] (divide uint8 pixels by 255)",
+                               f"images of dtype {images.dtype.name}")
+    batches = _as_float32(batches)
+    image_shape = tuple(images.shape[1:])
+    if wanted_shape is not None and tuple(wanted_shape) != image_shape:
+        raise invalid_argument("data", f"images of shape [N, {', '.join(map(str, wanted_shape))}]"
+                               f" (the SavedModel's)", f"images of shape {list(images.shape)}")
+    return evaluate(logits_fn, batches, attacks=attacks, image_shape=image_shape,
+                    epsilon=float(epsilon), step_size=float(step_size), restarts=restarts,
+                    seed=seed, checks=checks, check_examples=check_examples, num_batches=count,
+                    verbose=verbose)

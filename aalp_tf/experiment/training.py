@@ -1,4 +1,4 @@
-"""A training run from a config: data -> model -> resume -> fit -> export.
+"""A training run from a config: data -> model -> resume -> fit -> choose the epoch -> export.
 
 This is the one training path: the `train` command, the tests and the tuner all go through
 `train` (the tuner hands it the model its HyperModel built with `seeded_model`).
@@ -15,20 +15,38 @@ import tensorflow as tf
 from aalp_tf import distribution
 from aalp_tf.analysis import training_probe
 from aalp_tf.serving import saved_model
-from aalp_tf.config import RunConfig
+from aalp_tf.config import RunConfig, check_export_epoch
 from aalp_tf.data.readers import ArraySplits
 from aalp_tf.data.datasets import DATASETS, load_arrays, make_data, split_sizes
 from aalp_tf.runs import (EpochCheckpoint, RunFolder, StopOnNonFinite, check_writable,
-                          write_atomically)
+                          export_choice, write_atomically)
 from aalp_tf.trainer import build_model
 
 
 @dataclasses.dataclass
 class TrainResult:
+    """What a run leaves.
+
+    Attributes:
+      model: the model, holding the weights of `export_epoch`.
+      history: every epoch's logged metrics.
+      run_dir: the run folder.
+      export_path: the SavedModel written (None without an export).
+      export_epoch: the epoch --export_epoch chose (exported, or to be exported).
+      reason: why that epoch, in words (export.json keeps it).
+    """
+
     model: keras.Model
     history: list
     run_dir: pathlib.Path
     export_path: Optional[pathlib.Path]
+    export_epoch: int = 0
+    reason: str = ""
+
+    @property
+    def export_logs(self) -> dict:
+        """The chosen epoch's metrics: what the tuner scores."""
+        return next(h for h in self.history if h["epoch"] == self.export_epoch)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -65,10 +83,12 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
       callbacks: extra Keras callbacks.
       verbose: Keras' progress display; "auto": a progress bar on a terminal, else one line
         per epoch (a bar's carriage returns and colour codes would fill a log file).
-      export_model: write the SavedModel when the last epoch is done.
+      export_model: write the SavedModel of the epoch cfg.train.export_epoch picks, once the
+        last epoch is done.
       model: the model `seeded_model(cfg, spec, steps_per_epoch=...)` returned (KerasTuner
         builds it before it trains it); None builds it here.
     """
+    check_export_epoch(cfg)  # before any work: a run cannot choose its best epoch blind
     run = RunFolder(cfg.train.model_dir)
     run.check_continues(cfg)
     check_writable(run.root, flag="--model_dir", within=True)  # in seconds, not after the run
@@ -85,7 +105,8 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
     chief = distribution.is_chief(strategy)
     if not chief:  # every worker keeps its own checkpoints; only the chief writes the rest
         run = RunFolder(str(distribution.worker_dir(strategy, cfg.train.model_dir)))
-    checkpoint = EpochCheckpoint(run, model, keep=cfg.train.keep_checkpoints)
+    checkpoint = EpochCheckpoint(run, model, keep=cfg.train.keep_checkpoints,
+                                 export_epoch=cfg.train.export_epoch)
     first_epoch = checkpoint.restore_agreed(strategy)
     data = make_data(cfg.data, seed=cfg.train.seed, first_epoch=first_epoch,
                      epochs=cfg.train.epochs, arrays=arrays)
@@ -103,23 +124,29 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
                              keras.callbacks.TensorBoard(str(run.logs)), *callbacks],
                   shuffle=False,  # the pipeline already orders each epoch by (seed, epoch)
                   verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose)
+    epoch, reason = export_choice(checkpoint.history, cfg.train.export_epoch)
+    if epoch != checkpoint.history[-1]["epoch"]:
+        run.restore_weights(model, epoch)  # the model of the epoch the run exports
     export_path = None
     if export_model and chief:
-        export_path = _export_once(run, model, cfg, spec)
+        export_path = _export_once(run, model, cfg, spec, epoch=epoch, reason=reason)
     return TrainResult(model=model, history=checkpoint.history, run_dir=run.root,
-                       export_path=export_path)
+                       export_path=export_path, export_epoch=epoch, reason=reason)
 
 
-def _export_once(run: RunFolder, model, cfg: RunConfig, spec) -> pathlib.Path:
-    """Exports the finished run, unless this very run (same epochs) was exported already.
+def _export_once(run: RunFolder, model, cfg: RunConfig, spec, *, epoch: int,
+                 reason: str) -> pathlib.Path:
+    """Exports the run's chosen epoch, unless that very epoch of this run was exported already.
 
-    The export carries its source (this run folder and its epochs), so a version that landed
-    before export.json did (a kill between the two) is found again, not exported twice.
+    export.json says which epoch the SavedModel holds and why; one written before it said so
+    held the last epoch. The export carries its source (this run folder and the epoch), so a
+    version that landed before export.json did (a kill between the two) is found again, not
+    exported twice.
     """
-    source = {"run": str(run.root.resolve()), "epochs": cfg.train.epochs}
+    source = {"run": str(run.root.resolve()), "epochs": cfg.train.epochs, "epoch": epoch}
     record = run.exported()
-    if record and record.get("epochs") == cfg.train.epochs and pathlib.Path(
-            record["path"]).exists():
+    if record and record.get("epochs") == cfg.train.epochs and record.get(
+            "epoch", record.get("epochs")) == epoch and pathlib.Path(record["path"]).exists():
         print(f"already exported: {record['path']}")
         return pathlib.Path(record["path"])
     path = saved_model.find_export(cfg.train.export_dir, cfg.export_name, source)
@@ -127,6 +154,8 @@ def _export_once(run: RunFolder, model, cfg: RunConfig, spec) -> pathlib.Path:
         path = saved_model.export_model(model, image_shape=spec.image_shape,
                                         export_dir=cfg.train.export_dir, name=cfg.export_name,
                                         config_json=cfg.to_json(), source=source)
-    write_atomically(run.export_record, json.dumps({"path": str(path), "epochs": cfg.train.epochs}))
-    print(f"exported SavedModel: {path}")
+    write_atomically(run.export_record, json.dumps(
+        {"path": str(path), "epochs": cfg.train.epochs, "epoch": epoch,
+         "export_epoch": cfg.train.export_epoch, "reason": reason}, indent=1))
+    print(f"exported SavedModel: {path} ({reason})")
     return path

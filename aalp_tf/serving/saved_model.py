@@ -12,9 +12,12 @@ weight is never exported.
 A version is written into a hidden temporary folder and renamed into place, so TF Serving, which
 watches the model folder for new integer versions, never sees half an export; an existing version
 is never overwritten. `assets.extra/tf_serving_warmup_requests` holds a request per signature,
-which TF Serving replays while loading the version, so the first real request is not slow.
+which TF Serving replays while loading the version, so the first real request is not slow. The
+optimizer's state stays out: a SavedModel is for inference.
 
-Export a run's checkpoint from the command line (see serving/run_export.py):
+`AdversarialModel.export(path)` writes the same SavedModel (this module registers the writer
+in trainer.EXPORT_FORMATS). Export a run's checkpoint from the command line (see
+serving/run_export.py):
 
     python -m aalp_tf.export --model_dir=runs/mnist_aalp [--checkpoint=EPOCH] [--name=NAME]
         [--version=N] [--export_dir=saved_models]
@@ -34,6 +37,7 @@ from aalp_tf.serving import request_protos
 from aalp_tf.errors import UsageError
 from aalp_tf.registry import Registry
 from aalp_tf.runs import check_writable
+from aalp_tf.trainer import EXPORT_FORMATS
 
 CONFIG_ASSET = "aalp_config.json"
 SOURCE_ASSET = "aalp_source.json"  # what the export was made from: see find_export
@@ -96,14 +100,32 @@ def serving_outputs(logits):
             "classes": tf.argmax(logits, axis=-1)}
 
 
+class _WithoutOptimizer(tf.__internal__.tracking.AutoTrackable):
+    """The model's object graph minus its optimizer, for the SavedModel.
+
+    Saved as it is, a compiled Keras model brings its optimizer's slots along: Adam's state made
+    a LeNet's export four times its weights (3.3 MB for 207k parameters). The children keep the
+    model's names, so `tf.train.Checkpoint(model=...)` restores a model from the SavedModel's
+    variables (as analysis does) like before.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self._children_of = model._trackable_children  # a bound method: not tracked itself
+
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        children = self._children_of(save_type, **kwargs)
+        return {name: child for name, child in children.items() if name != "optimizer"}
+
+
 class ServingModule(tf.Module):
     """What the SavedModel holds: the model's variables and one tf.function per signature."""
 
     def __init__(self, model, image_shape: Sequence[int]):
         super().__init__()
-        self.model = model
+        self.model = _WithoutOptimizer(model)
         shape = [None, *image_shape]
-        self.functions = {name: self._serve(SIGNATURES.get(name), shape)
+        self.functions = {name: self._serve(model, SIGNATURES.get(name), shape)
                           for name in SIGNATURES.names()}
         # Keras 3 variables reached only through `self.model` are saved, but the TF1 loader
         # (TF Serving, saved_model_cli) then fails with "Could not find variable": tracking the
@@ -112,7 +134,8 @@ class ServingModule(tf.Module):
                     for v in fn.get_concrete_function().variables]
         self.captured_variables = list({id(v): v for v in captured}.values())
 
-    def _serve(self, signature: InputSignature, shape):
+    @staticmethod
+    def _serve(model, signature: InputSignature, shape):
         def serve(images):
             # Unchecked, a [H, W, C] tensor reaches the convolutions: resnet9 answered it with
             # one row of logits, and a crash inside oneDNN has been reported. Refuse it first.
@@ -122,7 +145,7 @@ class ServingModule(tf.Module):
             # divisible by filter depth"): the model sees one blank image, the answer none.
             count = tf.shape(pixels)[0]
             batch = tf.cond(count > 0, lambda: pixels, lambda: tf.zeros([1, *shape[1:]]))
-            return serving_outputs(self.model(batch, training=False)[:count])
+            return serving_outputs(model(batch, training=False)[:count])
 
         spec = tf.TensorSpec(shape, signature.dtype, name=INPUT_KEY)
         return tf.function(serve, input_signature=[spec])
@@ -147,7 +170,6 @@ def export_model(model, *, image_shape: Sequence[int], export_dir: str, name: st
       source: what the export was made from (e.g. the run folder and its epochs), kept in
         assets.extra so that `find_export` can recognise it.
     """
-    check_finite_weights(model)
     root = pathlib.Path(export_dir) / name
     check_writable(root, flag="--export_dir")
     version = next_version(root) if version is None else int(version)
@@ -155,10 +177,36 @@ def export_model(model, *, image_shape: Sequence[int], export_dir: str, name: st
     if final.exists():
         raise UsageError(f"export {final} already exists; accepted: a new --version "
                          f"(next free: {next_version(root)})")
+    return write_saved_model(model, final, image_shape=image_shape, name=name,
+                             config_json=config_json, warmup_batch_sizes=warmup_batch_sizes,
+                             source=source)
+
+
+def write_saved_model(model, path, *, image_shape: Sequence[int], name: str,
+                      config_json: Optional[str] = None, warmup_batch_sizes: Sequence[int] = (1,),
+                      source: Optional[dict] = None) -> pathlib.Path:
+    """Writes the SavedModel at `path` exactly (a version folder), through a temporary folder
+    beside it and a rename; returns the path.
+
+    Args:
+      model: a Keras model mapping images in [0, 1] to logits.
+      path: the version folder; refused if it exists.
+      image_shape: (H, W, C).
+      name: the model's name in the warm-up requests (TF Serving's model name).
+      config_json: the run's config, kept in assets.extra for evaluation and analysis.
+      warmup_batch_sizes: one warm-up request per signature and batch size (empty: none).
+      source: what the export was made from, kept in assets.extra (see find_export).
+    """
+    check_finite_weights(model)
+    final = pathlib.Path(path)
+    if final.exists():
+        raise UsageError(f"export {final} already exists; accepted: a folder that does not "
+                         "exist yet (a new version)")
+    root = final.parent
     created_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     remove_abandoned_temporaries(root)
-    tmp = root / f".tmp-{version}-{os.getpid()}"  # not an integer: TF Serving ignores it
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"  # not an integer: TF Serving ignores it
     try:
         module = ServingModule(model, image_shape)
         tf.saved_model.save(module, str(tmp), signatures=module.signatures())
@@ -203,6 +251,23 @@ def check_finite_weights(model) -> None:
                          f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); accepted: "
                          "finite weights (export an earlier --checkpoint, or train again with a "
                          "lower --learning_rate or --alpha)")
+
+
+@EXPORT_FORMATS.register("tf_saved_model")
+def export_keras_model(model, filepath, *, verbose=None,
+                       warmup_batch_sizes: Sequence[int] = (1,)) -> pathlib.Path:
+    """`AdversarialModel.export(filepath)`: the model's SavedModel at `filepath`, named in the
+    warm-up requests by its parent folder (saved_models/<name>/<version>, TF Serving's layout),
+    with the model's RunConfig when it was built from one (trainer.build_model)."""
+    path = pathlib.Path(filepath)
+    run_config = getattr(model, "run_config", None)
+    written = write_saved_model(
+        model, path, image_shape=model.image_shape, name=path.resolve().parent.name or model.name,
+        config_json=run_config.to_json() if run_config is not None else None,
+        warmup_batch_sizes=warmup_batch_sizes)
+    if verbose:
+        print(f"exported SavedModel: {written}")
+    return written
 
 
 def _process_alive(pid: int) -> bool:

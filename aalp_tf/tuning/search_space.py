@@ -32,7 +32,7 @@ class Objective:
 
     Attributes:
       metric: the name trials are ranked by (a key of the metrics a trial reports).
-      value: the last epoch's logs -> the objective.
+      value: the logs of the epoch a trial exports (--export_epoch) -> the objective.
     """
 
     metric: str
@@ -109,10 +109,9 @@ def trial_config(cfg: TuneConfig, values: dict, *, model_dir: Optional[str] = No
 def check_searchable(cfg: TuneConfig) -> None:
     """Refuses a search whose values would not change the training (one line, exit 2)."""
     method = METHODS.get(cfg.run.method.name)
-    # The methods that log the pairing term are exactly those Eq. 10 weighs by α.
-    pairing = sorted(name for name in METHODS.names() if "alp" in METHODS.get(name).logs)
-    check("alp" in method.logs, f"--method={cfg.run.method.name} has no α to tune; accepted: "
-          f"{', '.join(pairing)}")
+    weighted = sorted(name for name in METHODS.names() if METHODS.get(name).uses_alpha)
+    check(method.uses_alpha, f"--method={cfg.run.method.name} has no α to tune; accepted: "
+          f"{', '.join(weighted)}")
     if cfg.keep_fraction_range:
         check(method.guided_dropout or cfg.run.method.guided_dropout,
               f"--tune_keep_fraction needs Guided Dropout, which --method="

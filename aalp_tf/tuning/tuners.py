@@ -12,10 +12,12 @@ What we change in KerasTuner's behaviour (1.4.8, Keras 3), and why:
   completed. KerasTuner would retry it silently and stop after 3 failures in a row.
 - KerasTuner imports tensorboard's hparams plugin in every trial; without tensorboard every
   trial fails and the search still "finishes". We check it once, up front.
+- A trial is scored by the epoch it exports (--export_epoch: by default the one with the best
+  validation robust accuracy), not by KerasTuner's own choice of epoch.
 - `get_best_models()` loads weights into a freshly built model; ours rebuilds the trial's model
-  from its run folder (runs.model_from_run) at its last checkpoint, the state that was scored
-  and is exported. Ties between trials go to the earlier trial everywhere (KerasTuner's order
-  after a reload is the file system's).
+  from its run folder (runs.model_from_run) at the epoch it exports, the state that was scored.
+  Ties between trials go to the earlier trial everywhere (KerasTuner's order after a reload is
+  the file system's).
 - The space has no conditional hyperparameters, so the start-up builds KerasTuner makes to
   discover them (a whole model each, even on the chief, which never trains) are skipped.
 """
@@ -46,7 +48,8 @@ _NEVER = sys.maxsize  # max_consecutive_failed_trials: we report failures instea
 COMPLETED = "COMPLETED"  # KerasTuner's TrialStatus of a trial that reported its metrics
 # Fields a resumed search may change: its length and file locations.
 _MAY_CHANGE = {"max_trials", "export_best", "run.data.source_dir", "run.data.data_dir",
-               "run.train.export_dir", "run.train.keep_checkpoints"}
+               "run.train.export_dir", "run.train.keep_checkpoints",
+               "run.train.model_dir"}  # the search folder itself, however its path is spelled
 
 
 def require(module: str, *, need: str, package: str) -> None:
@@ -150,7 +153,8 @@ class AdversarialHyperModel(keras_tuner.HyperModel):
     def fit(self, hp, model, *args, run_dir, callbacks=(), progress="auto", **kwargs):
         """Trains `model` with `training.train` in the trial's run folder.
 
-        Returns the last epoch's metrics and the objective, as KerasTuner expects. Hyperband's
+        Returns the metrics of the epoch the run exports and the objective, as KerasTuner
+        expects, so a trial is scored by the model it would export. Hyperband's
         `epochs`/`initial_epoch` arrive in kwargs and in hp (`tuner/epochs`); the run folder
         knows the epochs already done, so only the latter is read.
         """
@@ -158,7 +162,7 @@ class AdversarialHyperModel(keras_tuner.HyperModel):
         run_cfg = search_space.trial_config(self.cfg, values, model_dir=str(run_dir))
         result = training.train(run_cfg, arrays=self.arrays, callbacks=list(callbacks),
                                 verbose=progress, export_model=False, model=model)
-        logs = {k: float(v) for k, v in result.history[-1].items() if k != "epoch"}
+        logs = {k: float(v) for k, v in result.export_logs.items() if k != "epoch"}
         objective = search_space.OBJECTIVES.get(self.cfg.objective)
         logs[objective.metric] = objective.value(logs)
         return logs
@@ -236,9 +240,10 @@ class TrialsInRunFolders:
         return [self.load_model(trial) for trial in self.ranked_trials()[:num_models]]
 
     def load_model(self, trial):
-        """The trial's model as its run folder last saved it: what was scored and exported."""
-        run_dir = trial_run_dir(self.project_dir, trial.trial_id)
-        return runs.model_from_run(str(run_dir), datasets=DATASETS).model
+        """The trial's model at the epoch its run exports: what was scored."""
+        run = RunFolder(str(trial_run_dir(self.project_dir, trial.trial_id)))
+        epoch, _ = runs.export_choice(run.read_history(), run.read_config().train.export_epoch)
+        return runs.model_from_run(str(run.root), datasets=DATASETS, epoch=epoch).model
 
 
 class RandomSearch(TrialsInRunFolders, keras_tuner.RandomSearch):
