@@ -72,6 +72,18 @@ def seeded_model(cfg: RunConfig, spec, *, steps_per_epoch: int = 0) -> keras.Mod
         return build_model(cfg, spec, steps_per_epoch=steps_per_epoch)
 
 
+def _check_before_any_work(cfg: RunConfig, *, export_model: bool) -> RunFolder:
+    """What a run can be refused for, in seconds rather than after it trained: a folder that
+    holds another run, a folder it could not write, a best epoch it could not choose."""
+    check_export_epoch(cfg)
+    run = RunFolder(cfg.train.model_dir)
+    run.check_continues(cfg)
+    check_writable(run.root, flag="--model_dir", within=True)
+    if export_model:
+        check_writable(pathlib.Path(cfg.train.export_dir) / cfg.export_name, flag="--export_dir")
+    return run
+
+
 def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
           verbose="auto", export_model: bool = True,
           model: Optional[keras.Model] = None) -> TrainResult:
@@ -88,12 +100,7 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
       model: the model `seeded_model(cfg, spec, steps_per_epoch=...)` returned (KerasTuner
         builds it before it trains it); None builds it here.
     """
-    check_export_epoch(cfg)  # before any work: a run cannot choose its best epoch blind
-    run = RunFolder(cfg.train.model_dir)
-    run.check_continues(cfg)
-    check_writable(run.root, flag="--model_dir", within=True)  # in seconds, not after the run
-    if export_model:
-        check_writable(pathlib.Path(cfg.train.export_dir) / cfg.export_name, flag="--export_dir")
+    run = _check_before_any_work(cfg, export_model=export_model)
     spec = DATASETS.get(cfg.data.dataset)
     if arrays is None:
         arrays = load_arrays(cfg.data.dataset, source_dir=cfg.data.source_dir,
