@@ -94,6 +94,18 @@ class TrainConfig:
     export_epoch: str = "best"
 
 
+# Fields added after run folders were first written, whose default differs from what the code
+# before them did: a config.json without the field was made by that code.
+OLDER_VALUES = {("train", "export_epoch"): "last"}  # every run exported its last epoch
+
+
+def older_value(part: str, field: dataclasses.Field):
+    """The value of `field` of config part `part` for a config written before it existed."""
+    if (part, field.name) in OLDER_VALUES:
+        return OLDER_VALUES[(part, field.name)]
+    return field.default
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     data: DataConfig
@@ -112,10 +124,14 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> "RunConfig":
+        """The config a config.json describes; a field it lacks (it was written before the
+        field existed) takes the value that reproduces what that code did (`older_value`)."""
         kinds = {"data": DataConfig, "model": ModelConfig, "method": MethodConfig,
                  "attack": AttackConfig, "train": TrainConfig}
         try:
-            return cls(**{name: kinds[name](**raw[name]) for name in kinds})
+            return cls(**{name: kinds[name](**{
+                **{f.name: older_value(name, f) for f in dataclasses.fields(kinds[name])
+                   if (name, f.name) in OLDER_VALUES}, **raw[name]}) for name in kinds})
         except (KeyError, TypeError) as err:
             raise UsageError(f"config is not an aalp_tf run config: {err}") from None
 

@@ -118,3 +118,23 @@ def test_predict_refuses_a_non_finite_or_absurd_timeout(timeout, expected):
 def test_export_refuses_an_impossible_checkpoint():
     assert refused(validate_export, ExportConfig(model_dir="run", checkpoint=2 ** 40)) == (
         "--checkpoint must be at most 2147483647 in size; received: 1099511627776")
+
+
+def test_a_config_written_before_a_field_existed_takes_what_that_code_did(tmp_path):
+    """Run folders from before --export_epoch exported their last epoch; today's default is
+    best. Reading such a config.json must say last, or records of old runs would lie."""
+    import dataclasses
+    import json
+
+    from aalp_tf.config import RunConfig
+    from tests.helpers.tiny import tiny_config
+
+    current = json.loads(tiny_config(tmp_path).to_json())
+    assert current["train"]["export_epoch"] == "best"
+    older = json.loads(json.dumps(current))
+    del older["train"]["export_epoch"], older["model"]["depth"]
+    cfg = RunConfig.from_dict(older)
+    assert cfg.train.export_epoch == "last"
+    assert cfg.model.depth == 0  # a field whose default is what older code did keeps it
+    assert dataclasses.asdict(cfg.replace(train=dataclasses.replace(
+        cfg.train, export_epoch="best")))["model"] == current["model"]

@@ -191,7 +191,8 @@ def evaluation_groups(examples: Dict[str, int]) -> List[Tuple[int, List[str]]]:
 
 def training_settings(config: dict) -> dict:
     """A run config (as JSON) without the cell's own fields; fields the config lacks (written by
-    older code) take their current defaults, and fields the code no longer has are dropped."""
+    older code) take the value that code had (config.older_value), and fields the code no
+    longer has are dropped."""
     settings = {}
     for part, kind in _PARTS.items():
         stored = config.get(part, {})
@@ -202,7 +203,7 @@ def training_settings(config: dict) -> dict:
             if field.name in stored:
                 values[field.name] = stored[field.name]
             elif field.default is not dataclasses.MISSING:
-                values[field.name] = field.default
+                values[field.name] = cfglib.older_value(part, field)
         settings[part] = values
     return settings
 
