@@ -3,7 +3,6 @@ import pytest
 import tensorflow as tf
 
 from aalp_tf import attacks, losses
-from aalp_tf.trainer import AdversarialModel
 from tests.helpers.tiny import EPS, linear_logits
 
 @pytest.fixture

@@ -11,8 +11,6 @@ import math
 import pathlib
 import re
 import shutil
-import sys
-import types
 
 import matplotlib.image
 import pytest
@@ -23,6 +21,7 @@ from aalp_tf.comparison import report, statistics
 from aalp_tf.comparison.config import CompareConfig
 from aalp_tf.errors import UsageError
 from aalp_tf.methods import METHODS
+from tests.helpers import commands
 from tests.helpers.commands import Subprocesses, assert_one_line_error, command
 from tests.helpers.dataset_files import write_mnist_files
 from tests.helpers.tiny import tiny_arrays, tiny_config
@@ -196,23 +195,9 @@ def snapshot(folder: pathlib.Path) -> dict:
 
 
 def in_process(args, monkeypatch, capsys):
-    """`python -m aalp_tf.compare ARGS` in this process, for runs that train nothing (a
-    subprocess would spend most of its time importing TensorFlow): a result like a
-    CompletedProcess's."""
-    from aalp_tf import cli, compare
-    from aalp_tf.cli import FLAGS
-
-    monkeypatch.setattr(sys, "argv", ["compare", *args])
-    capsys.readouterr()
-    try:
-        cli.run(compare.main, "compare")
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    finally:
-        FLAGS.unparse_flags()  # the next command starts from the defaults
-    out, err = capsys.readouterr()
-    return types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    """`python -m aalp_tf.compare ARGS` in this process, for runs that train nothing."""
+    from aalp_tf import compare
+    return commands.in_process(compare.main, "compare", args, monkeypatch, capsys)
 
 
 @pytest.fixture(scope="module")

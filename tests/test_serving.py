@@ -3,7 +3,6 @@ the client against local gRPC and REST endpoints that answer from a SavedModel."
 import os
 import shutil
 import socket
-import sys
 
 import keras
 import numpy as np
@@ -14,7 +13,7 @@ from google.protobuf import wrappers_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from tests.helpers import fake_serving
+from tests.helpers import commands, fake_serving
 from aalp_tf.serving import client, request_protos, saved_model, server_config
 from aalp_tf.config import PredictConfig
 from aalp_tf.data.datasets import DATASETS
@@ -64,21 +63,9 @@ def free_address():
 def run_command(argv, monkeypatch, capsys):
     """`python -m aalp_tf.serving ARGV` in this process (the local endpoints live here):
     (exit status, stdout, stderr)."""
-    from aalp_tf import cli
     from aalp_tf.serving import __main__ as serving_command
-    from aalp_tf.cli import FLAGS
-
-    monkeypatch.setattr(sys, "argv", ["serving", *argv])
-    capsys.readouterr()
-    try:
-        cli.run(serving_command.main, "serving")
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    finally:
-        FLAGS.unparse_flags()  # the next command starts from the defaults
-    out, err = capsys.readouterr()
-    return code, out, err
+    done = commands.in_process(serving_command.main, "serving", argv, monkeypatch, capsys)
+    return done.returncode, done.stdout, done.stderr
 
 
 def config(server="127.0.0.1:1", images="", **fields):

@@ -69,3 +69,23 @@ def assert_one_line_error(result, expected_start):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(expected_start), lines[0]
     assert "Traceback" not in result.stderr
+
+
+def in_process(main, command: str, argv, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """`python -m aalp_tf.COMMAND ARGV` run by `main` in this process, for commands that train
+    nothing (a subprocess would spend most of its time importing TensorFlow) or that must reach
+    servers living in this process; the result of a subprocess run, output as text."""
+    from aalp_tf import cli
+    from aalp_tf.cli import FLAGS
+
+    monkeypatch.setattr(sys, "argv", [command, *argv])
+    capsys.readouterr()
+    try:
+        cli.run(main, command)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    finally:
+        FLAGS.unparse_flags()  # the next command starts from the defaults
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([command, *argv], code, out, err)
