@@ -255,9 +255,11 @@ def test_export_epoch_best_without_a_validation_slice_is_refused_before_any_work
     assert not (tmp_path / "run").exists()
 
 
-def test_a_config_json_from_before_the_new_fields_reads_with_their_defaults(tmp_path):
+def test_a_config_json_from_before_the_new_fields_reads_as_that_code_behaved(tmp_path):
+    # Runs written before --export_epoch existed exported their last epoch (config.OLDER_VALUES);
+    # the other new fields take their defaults.
     from aalp_tf.config import RunConfig
     raw = json.loads(tiny_config(tmp_path / "run").to_json())
     del raw["train"]["export_epoch"], raw["model"]["depth"], raw["model"]["widen_factor"]
     cfg = RunConfig.from_dict(raw)
-    assert (cfg.train.export_epoch, cfg.model.depth, cfg.model.widen_factor) == ("best", 0, 0)
+    assert (cfg.train.export_epoch, cfg.model.depth, cfg.model.widen_factor) == ("last", 0, 0)
