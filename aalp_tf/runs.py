@@ -20,7 +20,6 @@ import os
 import pathlib
 import re
 import shutil
-import socket
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import keras
@@ -29,6 +28,7 @@ import tensorflow as tf
 from aalp_tf import distribution
 from aalp_tf.config import RunConfig
 from aalp_tf.errors import TrainingDiverged, UsageError
+from aalp_tf.files import write_atomically, writer_gone
 from aalp_tf.registry import Registry
 from aalp_tf.trainer import build_model
 
@@ -41,40 +41,11 @@ _MAY_CHANGE = {"train.epochs", "data.source_dir", "data.data_dir", "train.export
                "train.model_dir"}  # the folder itself, however the command spells its path
 
 
-def _temporary_suffix() -> str:
-    # Host and process: several hosts may write one shared folder (compare's job arrays), and a
-    # temporary whose writer is gone can be told apart from one still being written.
-    return f".tmp-{socket.gethostname()}-{os.getpid()}"
-
-
-def write_atomically(path: pathlib.Path, text: str) -> None:
-    """Writes through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}{_temporary_suffix()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _writer_gone(name: str) -> bool:
-    """Whether a `.NAME.tmp-HOST-PID` temporary was left by a process of this host that is gone
-    (a temporary of another host, or of a live process, is not ours to remove)."""
-    host_pid = name.rsplit(".tmp-", 1)[-1]
-    host, _, pid = host_pid.rpartition("-")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def remove_stale_temporaries(run: "RunFolder") -> List[pathlib.Path]:
     """Removes what a write killed half-way leaves in a run folder: our own `.NAME.tmp-HOST-PID`
     files whose writer is gone, and TensorFlow's checkpoint temporaries (`ckpt-N_temp/`,
     `checkpoint.tmp*`), which a finished save never leaves behind. Returns what it removed."""
-    removed = [p for p in run.root.glob(".*.tmp-*") if p.is_file() and _writer_gone(p.name)]
+    removed = [p for p in run.root.glob(".*.tmp-*") if p.is_file() and writer_gone(p.name)]
     if run.checkpoints.is_dir():
         removed += [p for p in run.checkpoints.glob("*_temp") if p.is_dir()]
         removed += [p for p in run.checkpoints.glob("checkpoint.tmp*") if p.is_file()]

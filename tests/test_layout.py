@@ -16,8 +16,8 @@ import pathlib
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "aalp_tf"
-CORE = {"config", "registry", "errors", "layers", "models", "losses", "attacks", "methods",
-        "trainer", "runs", "distribution"}
+CORE = {"config", "registry", "errors", "files", "layers", "models", "losses", "attacks",
+        "methods", "trainer", "runs", "distribution"}
 API = "aalp_tf"  # the package's __init__
 COMMANDS = {"cli", "train", "evaluate", "tune", "analyze", "export", "compare"}
 

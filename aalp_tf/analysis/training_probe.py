@@ -20,7 +20,7 @@ import numpy as np
 
 from aalp_tf.analysis import probes
 from aalp_tf.config import RunConfig, check
-from aalp_tf.runs import write_atomically
+from aalp_tf.files import write_atomically
 
 RECORDS_DIR = "analysis"
 _PROBE_SEED_OFFSET = 2  # validation PGD uses seed + 1; keep the probe's starts apart from it

@@ -14,18 +14,14 @@ import fcntl
 import json
 import os
 import pathlib
-import tempfile
-from typing import Dict, Iterator, List, Union
+from typing import Dict, Iterator, List
 
 from aalp_tf.comparison import config as comparison_config
 from aalp_tf.comparison.config import CompareConfig
 from aalp_tf.errors import UsageError
+from aalp_tf.files import temporary_path
 
 SETTINGS = "settings.json"
-# mkstemp makes files only their owner may read; the study's files get the usual permissions
-# (those of open() under this process's umask), since other users may read a shared study.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,27 +53,6 @@ def folder(cfg: CompareConfig, cell: Cell) -> pathlib.Path:
 
 def evaluation_path(cfg: CompareConfig, cell: Cell, count: int) -> pathlib.Path:
     return folder(cfg, cell) / f"eval-{count}.json"
-
-
-def _temporary(path: pathlib.Path):
-    """A new hidden file beside `path`, unique across processes and hosts: (fd, its path)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)
-    return fd, tmp
-
-
-def write_atomically(path: pathlib.Path, content: Union[str, bytes]) -> None:
-    """Writes through a unique temporary file in the same folder and a rename: readers never see
-    half a file, and writers on other hosts of a shared file system never share a temporary."""
-    fd, tmp = _temporary(path)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(content.encode() if isinstance(content, str) else content)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: pathlib.Path):
@@ -142,9 +117,9 @@ def write_settings(cfg: CompareConfig, settings: dict) -> None:
     path = pathlib.Path(cfg.out) / SETTINGS
     if path.exists():
         return
-    fd, tmp = _temporary(path)
-    with os.fdopen(fd, "w") as out:
-        out.write(json.dumps(settings, indent=1) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    tmp.write_text(json.dumps(settings, indent=1) + "\n")
     try:
         os.link(tmp, path)
     except FileExistsError:

@@ -20,6 +20,7 @@ from aalp_tf.comparison import cells as cell_files  # noqa: E402
 from aalp_tf.comparison import statistics  # noqa: E402
 from aalp_tf.comparison.cells import Cell  # noqa: E402
 from aalp_tf.comparison.config import CompareConfig  # noqa: E402
+from aalp_tf.files import write_atomically  # noqa: E402
 
 RESULTS, SUMMARY, FIGURE = "results.jsonl", "summary.md", "compare.png"
 _DPI = 110
@@ -43,8 +44,8 @@ def write_outputs(cfg: CompareConfig, plan: List[Cell], records: List[dict]
     """results.jsonl, summary.md and compare.png from `records` (plan order), each atomically."""
     out = pathlib.Path(cfg.out)
     paths = [out / RESULTS, out / SUMMARY, out / FIGURE]
-    cell_files.write_atomically(paths[0], "".join(json.dumps(r) + "\n" for r in records))
-    cell_files.write_atomically(paths[1], summary(cfg, plan, records))
+    write_atomically(paths[0], "".join(json.dumps(r) + "\n" for r in records))
+    write_atomically(paths[1], summary(cfg, plan, records))
     _write_png(paths[2], figure(cfg, records))
     return paths
 
@@ -200,4 +201,4 @@ def _write_png(path: pathlib.Path, fig: Figure) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cell_files.write_atomically(path, buffer.getvalue())
+    write_atomically(path, buffer.getvalue())

@@ -26,6 +26,7 @@ from aalp_tf.data.datasets import DATASETS, evaluation_batches, load_arrays, mak
 from aalp_tf.errors import UsageError
 from aalp_tf.evaluation import robustness, suite
 from aalp_tf.experiment import training
+from aalp_tf.files import write_atomically
 from aalp_tf.serving import saved_model
 
 
@@ -122,7 +123,7 @@ def run_cell(cfg: CompareConfig, study: Study, cell: Cell, plan: List[Cell], *,
         "seconds": {"train": round(trained - start, 1), "evaluate": round(done - trained, 1),
                     "total": round(done - start, 1)},
         "code": code}
-    cell_files.write_atomically(cell_files.record_path(cfg, cell),
+    write_atomically(cell_files.record_path(cfg, cell),
                                 json.dumps(record, indent=1) + "\n")
     remaining = len(plan) - len(cell_files.finished(cfg, plan))
     print(progress_line(record, remaining), flush=True)
@@ -146,7 +147,7 @@ def evaluate_cell(cfg: CompareConfig, study: Study, cell: Cell, run_cfg, export:
             if logits is None:
                 logits = saved_model.load_serving_logits(str(export))
             record = evaluate_group(cfg, run_cfg, logits, export, names, count, with_checks)
-            cell_files.write_atomically(path, json.dumps(record, indent=2) + "\n")
+            write_atomically(path, json.dumps(record, indent=2) + "\n")
         for name in names:
             accuracy[name] = record["accuracy"][name]
             examples[name] = record["examples"]

@@ -19,6 +19,7 @@ import tensorflow as tf
 from aalp_tf import attacks
 from aalp_tf.evaluation import autoattack
 from aalp_tf.errors import UsageError
+from aalp_tf.files import write_atomically
 from aalp_tf.registry import Registry
 from aalp_tf.runs import check_writable
 
@@ -220,6 +221,5 @@ def check_output(path) -> None:
 
 def write_json(path, record: dict) -> pathlib.Path:
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_atomically(path, json.dumps(record, indent=2) + "\n")  # a kill leaves no half file
     return path

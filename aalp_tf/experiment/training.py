@@ -18,8 +18,9 @@ from aalp_tf.serving import saved_model
 from aalp_tf.config import RunConfig, check_export_epoch
 from aalp_tf.data.readers import ArraySplits
 from aalp_tf.data.datasets import DATASETS, load_arrays, make_data, split_sizes
+from aalp_tf.files import write_atomically
 from aalp_tf.runs import (EpochCheckpoint, RunFolder, StopOnNonFinite, check_writable,
-                          export_choice, write_atomically)
+                          export_choice)
 from aalp_tf.trainer import build_model
 
 

@@ -40,7 +40,8 @@ from aalp_tf.data.datasets import DATASETS, load_arrays, split_sizes
 from aalp_tf.errors import UsageError
 from aalp_tf import runs
 from aalp_tf.registry import Registry
-from aalp_tf.runs import RunFolder, write_atomically
+from aalp_tf.files import write_atomically
+from aalp_tf.runs import RunFolder
 
 PROJECT = "tuner"  # KerasTuner's folder under --model_dir
 _CHIEF_WAIT_SECONDS = 120
