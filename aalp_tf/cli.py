@@ -229,8 +229,8 @@ _define("boolean", "export_best", True, "Export the best trial's model at the en
         group="tuning", commands=(TUNE,))
 
 # ---- serving (python -m aalp_tf.export, python -m aalp_tf.serving config|predict) -----------
-_define("integer", "checkpoint", 0, "The epoch whose checkpoint to export (0: the latest).",
-        group="output", commands=(EXPORT,))
+_define("integer", "checkpoint", 0, "The epoch whose checkpoint to export (0: the one the "
+        "run's --export_epoch picks, as training exported).", group="output", commands=(EXPORT,))
 _define("integer", "version", None, "export: the version folder to write (default: one past "
         "the highest present); predict: the version to ask for (default: latest).",
         group="output", commands=(EXPORT, SERVING), groups={SERVING: "serving"})

@@ -398,7 +398,7 @@ class ExportConfig:
 
     Attributes:
       model_dir: the run folder (config.json, checkpoints/).
-      checkpoint: the epoch whose checkpoint is exported (0: the latest).
+      checkpoint: the epoch whose checkpoint is exported (0: the one --export_epoch picks).
       export_dir: None: the run's own export_dir.
       name: the model folder ("": the run's export name, <dataset>_<method>).
       version: None: one past the highest version present.
@@ -416,7 +416,7 @@ class ExportConfig:
 def validate_export(cfg: ExportConfig) -> ExportConfig:
     """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
     _check_ints(cfg)
-    check(cfg.checkpoint >= 0, f"--checkpoint must be an epoch >= 1 (0: the latest); "
+    check(cfg.checkpoint >= 0, f"--checkpoint must be an epoch >= 1 (0: as --export_epoch picks); "
                                f"received: {cfg.checkpoint}")
     check(cfg.version is None or cfg.version >= 1,
           f"--version must be >= 1 (unset: the next free one); received: {cfg.version}")

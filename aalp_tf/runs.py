@@ -169,7 +169,7 @@ class RunFolder:
         epoch = epoch or max(kept)
         if epoch not in kept:
             raise UsageError(f"--checkpoint={epoch}: {self.checkpoints} keeps no checkpoint of "
-                             f"that epoch; accepted: one of {sorted(kept)} (0: the latest)")
+                             f"that epoch; accepted: one of {sorted(kept)}")
         tf.train.Checkpoint(model=model).restore(kept[epoch]).expect_partial(
             ).assert_existing_objects_matched()
         return epoch

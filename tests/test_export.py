@@ -3,6 +3,7 @@ bad inputs, the absent training path, warm-up records, versions and interrupted 
 import ast
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,7 +199,7 @@ def test_a_second_export_of_the_run_gets_the_next_version_and_any_checkpoint(tra
     result, cfg, after_epoch = trained
     run = cfg.train.model_dir
     # Into the run's own export folder, where training's final export is version 1.
-    latest, epoch = export_run(ExportConfig(model_dir=run))
+    latest, epoch = export_run(ExportConfig(model_dir=run, checkpoint=2))
     assert (latest, epoch) == (result.export_path.parent / "2", 2)
     first, epoch = export_run(ExportConfig(model_dir=run, checkpoint=1, export_dir=str(tmp_path)))
     assert (first, epoch) == (tmp_path / "mnist_aalp" / "1", 1)
@@ -216,11 +217,30 @@ def test_a_second_export_of_the_run_gets_the_next_version_and_any_checkpoint(tra
     with pytest.raises(UsageError) as err:
         export_run(ExportConfig(model_dir=run, checkpoint=5))
     assert str(err.value) == (f"--checkpoint=5: {run}/checkpoints keeps no checkpoint of that "
-                              "epoch; accepted: one of [1, 2] (0: the latest)")
+                              "epoch; accepted: one of [1, 2]")
     with pytest.raises(UsageError) as err:
         export_run(ExportConfig(model_dir=str(tmp_path / "nothing")))
     assert str(err.value) == (f"--model_dir {tmp_path}/nothing holds no run (no config.json); "
                               "accepted: a run folder written by python -m aalp_tf.train")
+
+
+def test_without_checkpoint_the_export_takes_the_epoch_export_epoch_picks(trained, tmp_path):
+    result, cfg, after_epoch = trained
+    run = tmp_path / "run"
+    shutil.copytree(cfg.train.model_dir, run)
+    history = json.loads((run / "history.json").read_text())
+    for best in (1, 2):  # --export_epoch=best: the epoch of the highest val_robust_accuracy
+        for entry in history:
+            entry["val_robust_accuracy"] = 0.9 if entry["epoch"] == best else 0.1
+        (run / "history.json").write_text(json.dumps(history))
+        path, epoch = export_run(ExportConfig(model_dir=str(run), export_dir=str(tmp_path)))
+        assert epoch == best
+        np.testing.assert_allclose(tf2_outputs(path, "serving_default", X)["logits"],
+                                   after_epoch[best], atol=1e-5)
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["export_epoch"] = "last"
+    (run / "config.json").write_text(json.dumps(config))
+    assert export_run(ExportConfig(model_dir=str(run), export_dir=str(tmp_path)))[1] == 2
 
 
 def test_an_interrupted_export_leaves_nothing_behind(trained, tmp_path, monkeypatch):
