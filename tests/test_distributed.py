@@ -34,18 +34,28 @@ def free_ports(n):
     return ports
 
 
-def test_one_step_on_two_replicas_equals_one_device_for_every_method():
-    result = subprocess.run([sys.executable, "-m", "tests.helpers.distributed_steps",
-                             *METHODS.names()], capture_output=True, text=True, timeout=300,
+def check_one_step_on_two_replicas_equals_one_device(methods):
+    result = subprocess.run([sys.executable, "-m", "tests.helpers.distributed_steps", *methods],
+                            capture_output=True, text=True, timeout=300,
                             env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert [r["method"] for r in rows] == METHODS.names()
+    assert [r["method"] for r in rows] == list(methods)
     for row in rows:
         assert row["replicas"] == 2
         assert row["max_update"] > 1e-3, row  # the step did move the weights
         assert row["max_weight_difference"] < 1e-5, row
         assert row["masks_equal"], row
+
+
+def test_one_step_on_two_replicas_equals_one_device_for_aalp():
+    # AALP has both of what a replica could get wrong: Guided Dropout's masks and the weights.
+    check_one_step_on_two_replicas_equals_one_device(["aalp"])
+
+
+@pytest.mark.slow  # ~45 s on 2 cores
+def test_one_step_on_two_replicas_equals_one_device_for_every_method():
+    check_one_step_on_two_replicas_equals_one_device(METHODS.names())
 
 
 class Workers:
@@ -99,6 +109,7 @@ def final_weights(checkpoint_dir):
     return {n: reader.get_tensor(n) for n in names}
 
 
+@pytest.mark.slow  # ~1 min on 2 cores
 def test_multi_worker_fit_with_a_killed_worker_resumes_and_ends_identical(tmp_path, mnist_dir):
     epochs = 6  # enough that the kill lands mid-run
     workers = Workers(tmp_path, [*TINY_RUN, f"--source_dir={mnist_dir}", f"--epochs={epochs}",
