@@ -209,6 +209,9 @@ def export_choice(history: List[dict], rule: str) -> Tuple[int, str]:
                          "or --export_epoch=last")
     best = max(scored, key=lambda entry: (entry[EXPORT_METRIC],
                                           entry.get("val_clean_accuracy", 0.0), entry["epoch"]))
+    if len(history) == 1:
+        return best["epoch"], (f"the only epoch ({best['epoch']}; {EXPORT_METRIC} "
+                               f"{best[EXPORT_METRIC]:.4f})")
     return best["epoch"], (
         f"epoch {best['epoch']} has the highest {EXPORT_METRIC} ({best[EXPORT_METRIC]:.4f}) of "
         f"epochs 1-{last['epoch']}; the last epoch has {last[EXPORT_METRIC]:.4f}")

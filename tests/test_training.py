@@ -208,6 +208,18 @@ def best_by_rule(history):
                                        h["epoch"]))
 
 
+def test_export_choice_says_why_in_words():
+    from aalp_tf.runs import export_choice
+    epochs = [{"epoch": 1, "val_robust_accuracy": 0.5, "val_clean_accuracy": 0.9},
+              {"epoch": 2, "val_robust_accuracy": 0.5, "val_clean_accuracy": 0.95},
+              {"epoch": 3, "val_robust_accuracy": 0.4, "val_clean_accuracy": 0.99}]
+    assert export_choice(epochs, "best") == (2, "epoch 2 has the highest val_robust_accuracy "
+                                                "(0.5000) of epochs 1-3; the last epoch has 0.4000")
+    assert export_choice(epochs[:1], "best") == (1, "the only epoch (1; val_robust_accuracy "
+                                                    "0.5000)")
+    assert export_choice(epochs, "last") == (3, "the last epoch (3), as --export_epoch=last asks")
+
+
 def test_export_epoch_best_exports_the_best_epoch_and_keeps_its_checkpoint(overfit_run):
     from aalp_tf.data.datasets import DATASETS
     from aalp_tf.runs import RunFolder, model_from_run
