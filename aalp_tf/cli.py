@@ -367,6 +367,8 @@ def import_modules(names) -> None:
 
 def _required(name: str):
     value = FLAGS[name].value
+    if value is None and name == "dataset":  # no flagfile to point to without it
+        raise UsageError(f"--dataset is not set; accepted: {_names('dataset')}")
     if value is None:
         raise UsageError(f"--{name} is not set: pass it, or --dataset to read the paper's "
                          f"settings from {flagfile_dir()}/<dataset>.cfg")

@@ -38,7 +38,7 @@ def mnist_dir(tmp_path_factory):
     (["--dataset=mnist", "--epsilon=3"], "error: --epsilon must be in (0, 1] (pixel units, e.g. "
                                          "0.3 or 8/255); received: 3.0"),
     (["--dataset=mnist", "--source_dir=/nonexistent"], "error: --source_dir /nonexistent"),
-    (["--method=aalp"], "error: --dataset is not set"),
+    (["--method=aalp"], "error: --dataset is not set; accepted: cifar10, mnist, svhn"),
     (["--dataset=mnist", "stray"], "error: unexpected arguments: stray"),
     (["--dataset=mnist", "--val_examples=0"], "error: --export_epoch=best picks the epoch by "
                                               "val_robust_accuracy, which needs a validation "
