@@ -81,6 +81,12 @@ def _static_output_shape(backbone):
     return [tuple(o.shape) for o in outputs] if outputs else None
 
 
+def _checked(tensor, condition, message: str):
+    """`tensor`, after an in-graph check that fails with `message` when `condition` is false."""
+    with tf.control_dependencies([tf.debugging.Assert(condition, [message])]):
+        return tf.identity(tensor)
+
+
 @keras.saving.register_keras_serializable(package="aalp_tf")
 class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
     """A classifier trained adversarially, whose features (A_fc) and logits layer are kept apart
@@ -383,6 +389,17 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
             raise invalid_argument("y", "integer class ids of shape [N] or [N, 1] (not one-hot)",
                                    f"y of dtype {labels.dtype.name} and shape {labels.shape}")
         labels = tf.reshape(labels, [-1])
+        # Values are checked in the graph, on every batch: images outside [0, 1] (pixels not
+        # divided by 255) or NaN would be clipped by the attacks into nonsense and train on it
+        # silently. Two reductions per batch, nothing beside the attack's gradient passes.
+        images = _checked(images, tf.reduce_all((images >= 0.0) & (images <= 1.0)),
+                          "Invalid value received for argument `x`. Expected float images in "
+                          "[0, 1] (divide uint8 pixels by 255). Received: a batch with values "
+                          "outside [0, 1], or NaN")
+        labels = _checked(labels, tf.reduce_all((labels >= 0) & (labels < self.num_classes)),
+                          "Invalid value received for argument `y`. Expected class ids in "
+                          f"[0, {self.num_classes}). Received: a batch with a label outside "
+                          "them")
         if weights is not None:
             weights = tf.reshape(tf.cast(weights, tf.float32), [-1])
         return images, labels, weights

@@ -165,6 +165,42 @@ def test_fit_takes_a_dataset_and_refuses_uint8_images_and_one_hot_labels():
         model.fit(X, np.eye(10, dtype=np.float32)[Y], batch_size=32, epochs=1, verbose=0)
 
 
+@pytest.mark.parametrize("images, labels, message", [
+    (X * 255, Y, "Expected float images in [0, 1] (divide uint8 pixels by 255). Received: a "
+                 "batch with values outside [0, 1], or NaN"),
+    (np.where(X > 0.5, np.nan, X).astype(np.float32), Y,
+     "Expected float images in [0, 1] (divide uint8 pixels by 255)"),
+    (X, Y + 10, "Expected class ids in [0, 10). Received: a batch with a label outside them"),
+])
+def test_fit_and_evaluate_refuse_pixels_outside_0_1_and_unknown_classes_before_a_step(
+        images, labels, message):
+    model = adversarial_model("aalp")
+    before = weights(model)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+        model.fit(images, labels, batch_size=32, epochs=1, verbose=0)
+    for a, b in zip(before, weights(model)):  # the first batch moved no weight
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+        model.evaluate(images, labels, batch_size=32, verbose=0)
+
+
+def test_evaluate_refuses_images_outside_0_1_and_a_wrong_shape_in_one_line():
+    model = adversarial_model("alp")
+    bad = X[:8].copy()
+    bad[0, 0, 0, 0] = np.nan
+    top = f"{X[:8].max() * 255:g}"
+    for images, received in ((X[:8] * 255, f"values in [0, {top}] and 0 NaN or inf"),
+                             (bad, "and 1 NaN or inf")):
+        with pytest.raises(ValueError) as err:
+            aalp_tf.evaluate(model, (images, Y[:8]), attacks=["clean"])
+        assert str(err.value).startswith("the test images must be float pixels in [0, 1]; ")
+        assert received in str(err.value)
+    with pytest.raises(ValueError, match=re.escape(
+            "Invalid value received for argument `data`. Expected images of shape [N, H, W, C]. "
+            "Received: images of shape (8, 28, 28)")):
+        aalp_tf.evaluate(model, (X[:8, ..., 0], Y[:8]), attacks=["clean"])
+
+
 def test_sample_weights_scale_each_examples_loss():
     """An example of weight 0 cannot move the weights: its label may be anything."""
     weight = np.array([1.0] * 16 + [0.0] * 16, np.float32)

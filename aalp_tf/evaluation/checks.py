@@ -190,6 +190,19 @@ CHECKS = (finite_outputs, logits_not_probabilities, deterministic, nonzero_gradi
           accuracy_falls_with_epsilon, attack_strength_order, more_effort_never_helps)
 
 
+def require_images_in_range(x) -> None:
+    """Refuses, in one line, test images that are not pixels in [0, 1]: an attack clips its
+    examples to [0, 1], so on uint8-scaled or NaN images every number would be meaningless."""
+    x = np.asarray(x)
+    if x.size and not (np.all(x >= 0.0) and np.all(x <= 1.0)):  # NaN fails both
+        finite = x[np.isfinite(x)]
+        spread = (f"values in [{finite.min():g}, {finite.max():g}]" if finite.size
+                  else "no finite value")
+        raise UsageError(f"the test images must be float pixels in [0, 1]; received: {spread} "
+                         f"and {x.size - finite.size} NaN or inf on the first {x.shape[0]} "
+                         "images; accepted: images in [0, 1] (uint8 pixels divided by 255)")
+
+
 def require_finite_outputs(logits_fn, x) -> None:
     """Refuses, in one line, a model whose every output on x is NaN or inf: no accuracy it
     could be given would mean anything. (Some non-finite outputs: finite_outputs warns.)"""

@@ -57,7 +57,9 @@ def evaluate(logits_fn: Callable, batches: Iterable, *, attacks: Sequence[str],
     """
     for name in attacks:
         suite.parse_attack(name)  # a bad name fails before any work
-    sanity.require_finite_outputs(logits_fn, sanity.first_examples(batches, check_examples)[0])
+    first = sanity.first_examples(batches, check_examples)[0]
+    sanity.require_images_in_range(first)
+    sanity.require_finite_outputs(logits_fn, first)
     record = {}
     if checks:
         record["checks"] = run_checks(logits_fn, batches, epsilon=epsilon, seed=seed,
@@ -86,8 +88,11 @@ def _logits_function(model):
 
 def _batches(data, batch_size: int):
     """(re-iterable batches of (float images, labels), their number or None) of `data`."""
-    if isinstance(data, tuple) and len(data) == 2 and np.ndim(data[0]) == 4:
+    if isinstance(data, tuple) and len(data) == 2:
         images, labels = data
+        if np.ndim(images) != 4:
+            raise invalid_argument("data", "images of shape [N, H, W, C]",
+                                   f"images of shape {np.shape(images)}")
         count = math.ceil(len(labels) / batch_size)
         return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size), count
     if isinstance(data, tf.data.Dataset):
