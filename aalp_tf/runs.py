@@ -212,6 +212,10 @@ def export_choice(history: List[dict], rule: str) -> Tuple[int, str]:
     if len(history) == 1:
         return best["epoch"], (f"the only epoch ({best['epoch']}; {EXPORT_METRIC} "
                                f"{best[EXPORT_METRIC]:.4f})")
+    if best is last:
+        return best["epoch"], (f"the last epoch ({best['epoch']}) has the highest "
+                               f"{EXPORT_METRIC} ({best[EXPORT_METRIC]:.4f}) of epochs "
+                               f"1-{last['epoch']}")
     return best["epoch"], (
         f"epoch {best['epoch']} has the highest {EXPORT_METRIC} ({best[EXPORT_METRIC]:.4f}) of "
         f"epochs 1-{last['epoch']}; the last epoch has {last[EXPORT_METRIC]:.4f}")

@@ -215,6 +215,8 @@ def test_export_choice_says_why_in_words():
               {"epoch": 3, "val_robust_accuracy": 0.4, "val_clean_accuracy": 0.99}]
     assert export_choice(epochs, "best") == (2, "epoch 2 has the highest val_robust_accuracy "
                                                 "(0.5000) of epochs 1-3; the last epoch has 0.4000")
+    assert export_choice(epochs[:2], "best") == (2, "the last epoch (2) has the highest "
+                                                    "val_robust_accuracy (0.5000) of epochs 1-2")
     assert export_choice(epochs[:1], "best") == (1, "the only epoch (1; val_robust_accuracy "
                                                     "0.5000)")
     assert export_choice(epochs, "last") == (3, "the last epoch (3), as --export_epoch=last asks")
