@@ -221,6 +221,17 @@ def export_choice(history: List[dict], rule: str) -> Tuple[int, str]:
         f"epochs 1-{last['epoch']}; the last epoch has {last[EXPORT_METRIC]:.4f}")
 
 
+def chosen_epoch(model_dir) -> int:
+    """The epoch the run's --export_epoch picks from its history so far: what training exported
+    (or will export), and what an export or an analysis of the run folder loads. 0 (the latest
+    checkpoint) for "last": after a kill, history.json may not name the latest epoch yet."""
+    run = RunFolder(model_dir)
+    history = run.read_history() if run.config_path.exists() else []
+    if not history or run.read_config().train.export_epoch != "best":
+        return 0
+    return export_choice(history, "best")[0]
+
+
 def delete_checkpoint(prefix: str) -> None:
     """Removes one checkpoint's files, the index first: a kill midway leaves data files that
     nothing reads, never an index without its data."""

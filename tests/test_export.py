@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from aalp_tf.analysis import model_sources
 from aalp_tf.serving import request_protos, saved_model
 from aalp_tf.config import ExportConfig
 from aalp_tf.errors import UsageError
@@ -224,7 +225,7 @@ def test_a_second_export_of_the_run_gets_the_next_version_and_any_checkpoint(tra
                               "accepted: a run folder written by python -m aalp_tf.train")
 
 
-def test_without_checkpoint_the_export_takes_the_epoch_export_epoch_picks(trained, tmp_path):
+def test_without_checkpoint_export_and_analysis_take_the_epoch_export_epoch_picks(trained, tmp_path):
     result, cfg, after_epoch = trained
     run = tmp_path / "run"
     shutil.copytree(cfg.train.model_dir, run)
@@ -237,6 +238,10 @@ def test_without_checkpoint_the_export_takes_the_epoch_export_epoch_picks(traine
         assert epoch == best
         np.testing.assert_allclose(tf2_outputs(path, "serving_default", X)["logits"],
                                    after_epoch[best], atol=1e-5)
+        # An analysis of the run folder looks at that same model.
+        source = model_sources.load("run", str(run), DATASETS.get("mnist"), check_images=None)
+        np.testing.assert_allclose(source.logits_fn(tf.constant(X)).numpy(), after_epoch[best],
+                                   atol=1e-5)
     config = json.loads((run / "config.json").read_text())
     config["train"]["export_epoch"] = "last"
     (run / "config.json").write_text(json.dumps(config))

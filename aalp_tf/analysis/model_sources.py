@@ -64,7 +64,8 @@ def _run_config(text: str, where: pathlib.Path, dataset: str) -> RunConfig:
 
 def _from_run_folder(name: str, root: pathlib.Path, spec) -> ModelSource:
     _run_config((root / "config.json").read_text(), root, spec.name)  # the dataset must match
-    model = runs.model_from_run(str(root), datasets=DATASETS).model
+    model = runs.model_from_run(str(root), datasets=DATASETS,
+                                epoch=runs.chosen_epoch(root)).model  # the model it exports
     return ModelSource(name=name, path=root, logits_fn=model.inference_logits, model=model,
                        run_dir=root)
 

@@ -20,7 +20,7 @@ from aalp_tf.data.datasets import DATASETS, evaluation_batches
 from aalp_tf.evaluation.suite import write_json
 from aalp_tf.analysis.model_sources import INTERNALS, LOGITS, RUN_FOLDER
 from aalp_tf.registry import Registry
-from aalp_tf.runs import RunFolder
+from aalp_tf.runs import RunFolder, chosen_epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,8 +139,8 @@ def _records_from_checkpoints(ctx: Context, source) -> List[dict]:
                             examples=len(ctx.labels), attack=dataclasses.asdict(ctx.cfg.attack),
                             **probes.record(source.model, ctx.images, adv, ctx.labels,
                                             batch_size=ctx.batch_size)))
-    if epochs:
-        run.restore_weights(source.model, epochs[-1])  # leave the model at its latest weights
+    if epochs:  # leave the model as it was loaded: the epoch the run exports
+        run.restore_weights(source.model, chosen_epoch(source.run_dir))
     return records
 
 

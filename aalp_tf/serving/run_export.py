@@ -20,8 +20,8 @@ def export_run(cfg: ExportConfig) -> Tuple[pathlib.Path, int]:
     exporting a run again gives the model its training exported (--export_epoch=best: the best
     epoch, whose checkpoint the run keeps), not whichever epoch happens to be the latest.
     """
-    model, run_cfg, epoch = runs.model_from_run(cfg.model_dir, datasets=DATASETS,
-                                                epoch=cfg.checkpoint or _chosen_epoch(cfg))
+    epoch = cfg.checkpoint or runs.chosen_epoch(cfg.model_dir)
+    model, run_cfg, epoch = runs.model_from_run(cfg.model_dir, datasets=DATASETS, epoch=epoch)
     path = saved_model.export_model(
         model, image_shape=DATASETS.get(run_cfg.data.dataset).image_shape,
         export_dir=cfg.export_dir or run_cfg.train.export_dir,
@@ -29,11 +29,3 @@ def export_run(cfg: ExportConfig) -> Tuple[pathlib.Path, int]:
         config_json=run_cfg.to_json(), warmup_batch_sizes=cfg.warmup_batch_sizes)
     return path, epoch
 
-
-def _chosen_epoch(cfg: ExportConfig) -> int:
-    """The epoch --export_epoch chooses; 0 (the latest checkpoint) for "last" or no history."""
-    run = runs.RunFolder(cfg.model_dir)
-    history = run.read_history() if run.config_path.exists() else []
-    rule = run.read_config().train.export_epoch if history else "last"
-    # "last" is the latest checkpoint, which history.json may not name yet after a kill.
-    return runs.export_choice(history, rule)[0] if rule == "best" else 0

@@ -242,9 +242,9 @@ class TrialsInRunFolders:
 
     def load_model(self, trial):
         """The trial's model at the epoch its run exports: what was scored."""
-        run = RunFolder(str(trial_run_dir(self.project_dir, trial.trial_id)))
-        epoch, _ = runs.export_choice(run.read_history(), run.read_config().train.export_epoch)
-        return runs.model_from_run(str(run.root), datasets=DATASETS, epoch=epoch).model
+        run_dir = str(trial_run_dir(self.project_dir, trial.trial_id))
+        return runs.model_from_run(run_dir, datasets=DATASETS,
+                                   epoch=runs.chosen_epoch(run_dir)).model
 
 
 class RandomSearch(TrialsInRunFolders, keras_tuner.RandomSearch):
