@@ -14,6 +14,8 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["aalp_tf", "aalp_tf.*"]),
+    license="MIT",
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",  # Keras 3
