@@ -93,6 +93,19 @@ def one_of(setting: str, choices) -> Rule:
     return Rule(setting, f"one of {', '.join(choices)}", lambda v: v in choices)
 
 
+def number_from_text(text: str) -> float:
+    """A number written as a decimal or as a fraction: "0.3", "1e-5", "8/255" (pixel units as
+    the papers write them); ValueError otherwise. A fraction is the float division, so "8/255"
+    is exactly 8 / 255. (For the commands' float flags: absl's parser takes decimals only.)"""
+    numerator, slash, denominator = text.partition("/")
+    if not slash:
+        return float(text)
+    try:
+        return float(numerator) / float(denominator)
+    except ZeroDivisionError:
+        raise ValueError(f"{text!r} divides by zero") from None
+
+
 def check(condition: bool, message: str) -> None:
     """Raises UsageError(message) unless condition holds: for one-line input checks."""
     if not condition:

@@ -65,3 +65,15 @@ def test_one_of_and_ranges():
         rules.check_range("alpha_range", (2.0, 1.0))
     assert str(err.value) == ("--alpha_range must be LOW,HIGH with 0 < LOW < HIGH; received: "
                               "(2.0, 1.0)")
+
+
+@pytest.mark.parametrize("text,value", [("0.3", 0.3), ("8/255", 8 / 255), ("2/255", 2 / 255),
+                                        ("1e-5", 1e-5), (" 8 / 255 ", 8 / 255)])
+def test_a_number_may_be_written_as_a_fraction(text, value):
+    assert rules.number_from_text(text) == value  # exactly: the same division
+
+
+@pytest.mark.parametrize("text", ["8/", "/255", "8/255/2", "eight", "1/0"])
+def test_what_is_not_a_number_is_a_value_error(text):
+    with pytest.raises(ValueError):
+        rules.number_from_text(text)
