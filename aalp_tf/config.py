@@ -3,6 +3,10 @@
 No absl here: code below the command line gets these objects, never FLAGS. A run folder keeps
 its config as JSON (`config.json`), so a run can be resumed, evaluated or exported later with
 exactly the settings it was trained with.
+
+Every config checks its settings when it is constructed (`__post_init__`, with the rules of
+rules.py), so no config out of range exists: the command line, a config.json read back and
+`dataclasses.replace` are all refused in one line, "--epsilon must be in (0, 1] ...; received: 2.0".
 """
 import dataclasses
 import json
