@@ -3,13 +3,23 @@
 No absl here: code below the command line gets these objects, never FLAGS. A run folder keeps
 its config as JSON (`config.json`), so a run can be resumed, evaluated or exported later with
 exactly the settings it was trained with.
+
+Every config checks its settings when it is constructed (`__post_init__`, with the rules of
+rules.py), so no config out of range exists: the command line, a config.json read back and
+`dataclasses.replace` are all refused in one line, "--epsilon must be in (0, 1] ...; received: 2.0".
 """
 import dataclasses
 import json
-import math
 from typing import Optional
 
 from aalp_tf.errors import UsageError
+# check, finite: re-exported, the commands and subpackages check their own inputs with them.
+from aalp_tf.rules import (ALPHA, ATTACK_STEPS, EPSILON, INT32_MAX, KEEP_FRACTION,  # noqa: F401
+                           MAX_LEARNING_RATE, MAX_LOSS_WEIGHT, MAX_TIMEOUT, SEED, STEP_SIZE,
+                           TRADES_BETA, VAL_ATTACK_STEPS, Rule, check, check_range, finite,
+                           integer, is_integer, number, one_of)
+
+EXPORT_EPOCHS = ("best", "last")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +46,11 @@ class DataConfig:
     augment: Optional[bool] = None
     batch_size: int = 128
 
+    def __post_init__(self):
+        for name in ("train_examples", "test_examples", "val_examples"):
+            integer(name, 0, " (0 means all)").check(getattr(self, name))
+        integer("batch_size", 1).check(self.batch_size)
+
 
 @dataclasses.dataclass(frozen=True)
 class AttackConfig:
@@ -48,6 +63,11 @@ class AttackConfig:
     # Ramp epsilon and the step linearly from 0 over this many epochs (0: off, as in the paper).
     # Short MNIST runs at eps=0.3 can otherwise sit at chance accuracy for epochs.
     warmup_epochs: float = 0.0
+
+    def __post_init__(self):  # warmup_epochs: RunConfig checks it against the epochs
+        EPSILON.check(self.epsilon)
+        STEP_SIZE.check(self.step_size)
+        ATTACK_STEPS.check(self.steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +82,11 @@ class ModelConfig:
     depth: int = 0  # wide_resnet's depth (0: the architecture's published value)
     widen_factor: int = 0  # wide_resnet's k (0: the architecture's published value)
 
+    def __post_init__(self):
+        KEEP_FRACTION.check(self.keep_fraction)
+        for name in ("width", "depth", "widen_factor"):
+            integer(name, 0, " (0: the architecture's default)").check(getattr(self, name))
+
 
 @dataclasses.dataclass(frozen=True)
 class MethodConfig:
@@ -71,6 +96,10 @@ class MethodConfig:
     alpha: float = 1.0  # weight of the (adaptive) ALP term, Eq. 10
     trades_beta: float = 6.0
     guided_dropout: bool = False  # add Guided Dropout to any method (Table 3)
+
+    def __post_init__(self):
+        ALPHA.check(self.alpha)
+        TRADES_BETA.check(self.trades_beta)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +122,19 @@ class TrainConfig:
     # The epoch the run exports: "best" (highest val_robust_accuracy) or "last" (README).
     export_epoch: str = "best"
 
+    def __post_init__(self):
+        integer("epochs", 1).check(self.epochs)
+        number("learning_rate", 0, MAX_LEARNING_RATE, open_low=True).check(self.learning_rate)
+        integer("analysis_probe", 0, " (0: off)").check(self.analysis_probe)
+        VAL_ATTACK_STEPS.check(self.val_attack_steps)
+        integer("keep_checkpoints", 0, " (0: all)").check(self.keep_checkpoints)
+        SEED.check(self.seed)
+        one_of("export_epoch", EXPORT_EPOCHS).check(self.export_epoch)
+        # Keras silently compiles without XLA under op determinism: say so instead.
+        check(not (self.jit_compile and self.deterministic),
+              "--jit_compile needs --nodeterministic (Keras turns XLA off under deterministic "
+              "ops); received: --jit_compile with --deterministic")
+
 
 # Fields added after run folders were first written, whose default differs from what the code
 # before them did: a config.json without the field was made by that code.
@@ -113,6 +155,12 @@ class RunConfig:
     method: MethodConfig
     attack: AttackConfig
     train: TrainConfig
+
+    def __post_init__(self):
+        epochs = self.train.epochs
+        Rule("epsilon_warmup_epochs", f"in [0, --epochs={epochs}]",
+             lambda v: finite(v) and 0 <= v <= epochs).check(self.attack.warmup_epochs)
+        check_export_epoch(self)
 
     @property
     def export_name(self) -> str:
@@ -143,105 +191,24 @@ class RunConfig:
         return dataclasses.replace(self, **parts)
 
 
-EXPORT_EPOCHS = ("best", "last")
-
-
-def check(condition: bool, message: str) -> None:
-    """Raises UsageError(message) unless condition holds: for one-line input checks."""
-    if not condition:
-        raise UsageError(message)
-
-
-# Upper bounds of settings that have no natural one. absl's float flags accept `inf` and `nan`,
-# and a finite but absurd value trains as badly: --alpha=1e30 turns the loss to NaN in the first
-# epoch, as --alpha=inf does. Each bound sits far above any sensible value.
-MAX_LOSS_WEIGHT = 1000.0  # --alpha, --trades_beta: 1000x the paper's α = 1, 100x the tuner's
-#                           default range; at 1000 the cross-entropy is already ~1% of the loss
-MAX_LEARNING_RATE = 1.0  # Adam moves every weight by about the rate at every step
-MAX_TIMEOUT = 3600.0  # seconds a Predict request may wait
-INT32_MAX = 2 ** 31 - 1  # counts and steps become int32 tensors; a run's seed numpy's uint32
-
-
-def finite(value) -> bool:
-    """A real number, not NaN or ±inf. (A range check alone lets NaN through wherever it is
-    written as a negation, since every comparison with NaN is False.)"""
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _check_ints(cfg) -> None:
-    """Every integer field of a config, nested ones too, fits in int32: absl's integer flags
-    take any size, and a larger one would fail deep inside TensorFlow or numpy."""
-    for field in dataclasses.fields(cfg):
-        value = getattr(cfg, field.name)
-        if dataclasses.is_dataclass(value):
-            _check_ints(value)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            flag = "attack_steps" if isinstance(cfg, AttackConfig) else field.name
-            check(abs(value) <= INT32_MAX,
-                  f"--{flag} must be at most {INT32_MAX} in size; received: {value}")
-
-
-def _validate_attack_and_data(a: AttackConfig, d: DataConfig) -> None:
-    check(finite(a.epsilon) and 0.0 < a.epsilon <= 1.0,
-          f"--epsilon must be in (0, 1] (pixel units, e.g. 0.3 or 8/255); received: {a.epsilon}")
-    check(finite(a.step_size) and 0.0 < a.step_size <= 1.0,
-          f"--step_size must be in (0, 1]; received: {a.step_size}")
-    check(d.batch_size >= 1, f"--batch_size must be >= 1; received: {d.batch_size}")
-    for name in ("train_examples", "test_examples", "val_examples"):
-        value = getattr(d, name)
-        check(value >= 0, f"--{name} must be >= 0 (0 means all); received: {value}")
-
-
-def _validate_method(m: MethodConfig) -> None:
-    for name in ("alpha", "trades_beta"):
-        value = getattr(m, name)
-        check(finite(value) and 0 <= value <= MAX_LOSS_WEIGHT,
-              f"--{name} must be in [0, {MAX_LOSS_WEIGHT:g}]; received: {value}")
-
 
 def check_export_epoch(cfg: RunConfig) -> None:
     """--export_epoch is best or last, and best has a validation slice to choose by."""
     rule = cfg.train.export_epoch
-    check(rule in EXPORT_EPOCHS, f"--export_epoch must be one of {', '.join(EXPORT_EPOCHS)}; "
-                                 f"received: {rule!r}")
+    one_of("export_epoch", EXPORT_EPOCHS).check(rule)
     check(rule != "best" or cfg.data.val_examples > 0,
           "--export_epoch=best picks the epoch by val_robust_accuracy, which needs a validation "
           f"slice; received: --val_examples={cfg.data.val_examples}; accepted: --val_examples > 0, "
           "or --export_epoch=last")
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
-    a, t, m = cfg.attack, cfg.train, cfg.model
-    _check_ints(cfg)
-    _validate_attack_and_data(a, cfg.data)
-    check(a.steps >= 1, f"--attack_steps must be >= 1; received: {a.steps}")
-    check(t.epochs >= 1, f"--epochs must be >= 1; received: {t.epochs}")
-    check(finite(a.warmup_epochs) and 0 <= a.warmup_epochs <= t.epochs,
-          f"--epsilon_warmup_epochs must be in [0, --epochs={t.epochs}]; received: "
-          f"{a.warmup_epochs}")
-    check(finite(t.learning_rate) and 0 < t.learning_rate <= MAX_LEARNING_RATE,
-          f"--learning_rate must be in (0, {MAX_LEARNING_RATE:g}]; received: {t.learning_rate}")
-    check(finite(m.keep_fraction) and 0.0 < m.keep_fraction <= 1.0,
-          f"--keep_fraction must be in (0, 1]; received: {m.keep_fraction}")
-    check(m.width >= 0, f"--width must be >= 0 (0: the architecture's default); received: {m.width}")
-    check(t.analysis_probe >= 0,
-          f"--analysis_probe must be >= 0 (0: off); received: {t.analysis_probe}")
-    check(t.val_attack_steps >= 0, "--val_attack_steps must be >= 0 (0: --attack_steps); "
-                                   f"received: {t.val_attack_steps}")
-    check(t.keep_checkpoints >= 0,
-          f"--keep_checkpoints must be >= 0 (0: all); received: {t.keep_checkpoints}")
-    check(t.seed >= 0, f"--seed must be >= 0; received: {t.seed}")
-    _validate_method(cfg.method)
-    for name in ("depth", "widen_factor"):
-        check(getattr(m, name) >= 0, f"--{name} must be >= 0 (0: the architecture's default); "
-                                     f"received: {getattr(m, name)}")
-    check_export_epoch(cfg)
-    # Keras silently compiles without XLA under op determinism: say so instead.
-    check(not (t.jit_compile and t.deterministic),
-          "--jit_compile needs --nodeterministic (Keras turns XLA off under deterministic ops); "
-          "received: --jit_compile with --deterministic")
+def validate(cfg):
+    """`cfg` itself: every config is checked when it is constructed. Kept only while cli.py
+    still wraps its configs in these calls; new code need not call it."""
     return cfg
+
+
+validate_eval = validate_analysis = validate_tune = validate_export = validate_predict = validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,16 +237,11 @@ class EvalConfig:
     checks: bool = True
     check_examples: int = 100
 
-
-def validate_eval(cfg: EvalConfig) -> EvalConfig:
-    """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
-    _check_ints(cfg)
-    _validate_attack_and_data(cfg.attack, cfg.data)
-    check(cfg.restarts >= 1, f"--restarts must be >= 1; received: {cfg.restarts}")
-    check(len(cfg.attacks) > 0, "--attacks is empty: name at least one, e.g. clean,pgd40")
-    check(cfg.check_examples >= 1,
-          f"--check_examples must be >= 1; received: {cfg.check_examples}")
-    return cfg
+    def __post_init__(self):
+        integer("restarts", 1).check(self.restarts)
+        SEED.check(self.seed)
+        check(len(self.attacks) > 0, "--attacks is empty: name at least one, e.g. clean,pgd40")
+        integer("check_examples", 1).check(self.check_examples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,22 +271,18 @@ class AnalysisConfig:
     cam_source: str = "own"
     seed: int = 0
 
-
-def validate_analysis(cfg: AnalysisConfig) -> AnalysisConfig:
-    """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
-    _check_ints(cfg)
-    _validate_attack_and_data(cfg.attack, cfg.data)
-    labels = [label for label, _ in cfg.models]
-    check(len(labels) > 0, "--models is empty; accepted: label:path pairs, e.g. "
-                           "natural:runs/mnist_natural,aalp:saved_models/mnist_aalp/1")
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
-    check(not repeated, f"--models names {', '.join(repeated)} more than once; accepted: "
-                        "distinct labels")
-    check(cfg.attack.steps >= 1, f"--attack_steps must be >= 1; received: {cfg.attack.steps}")
-    check(1 <= cfg.cam_images <= 32, f"--cam_images must be in 1..32; received: {cfg.cam_images}")
-    check(cfg.cam_source in ["own"] + labels, f"--cam_source={cfg.cam_source} is not a model "
-                                              f"label; accepted: own, {', '.join(labels)}")
-    return cfg
+    def __post_init__(self):
+        labels = [label for label, _ in self.models]
+        check(len(labels) > 0, "--models is empty; accepted: label:path pairs, e.g. "
+                               "natural:runs/mnist_natural,aalp:saved_models/mnist_aalp/1")
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        check(not repeated, f"--models names {', '.join(repeated)} more than once; accepted: "
+                            "distinct labels")
+        Rule("cam_images", "in 1..32", lambda v: is_integer(v) and 1 <= v <= 32).check(
+            self.cam_images)
+        check(self.cam_source in ["own"] + labels, f"--cam_source={self.cam_source} is not a "
+              f"model label; accepted: own, {', '.join(labels)}")
+        SEED.check(self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,39 +315,25 @@ class TuneConfig:
     hyperband_factor: int = 3
     export_best: bool = True
 
-
-def _check_range(name: str, bounds, *, high_max: Optional[float] = None, top=None) -> None:
-    """LOW,HIGH with 0 < LOW < HIGH (<= high_max); `top`: (flag, bound) HIGH may not exceed,
-    the bound of the flag the range searches."""
-    check(bounds is not None and len(bounds) == 2 and 0 < bounds[0] < bounds[1]
-          and (high_max is None or bounds[1] <= high_max),
-          f"--{name} must be LOW,HIGH with 0 < LOW < HIGH"
-          f"{'' if high_max is None else f' <= {high_max}'}; received: {bounds}")
-    if top is not None:
-        flag, bound = top
-        check(finite(bounds[1]) and bounds[1] <= bound, f"--{name}'s HIGH must be at most "
-              f"{bound:g}, the largest {flag}; received: {bounds}")
-
-
-def validate_tune(cfg: TuneConfig) -> TuneConfig:
-    """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
-    validate(cfg.run)
-    _check_ints(cfg)
-    check(cfg.max_trials >= 1, f"--max_trials must be >= 1; received: {cfg.max_trials}")
-    check(cfg.hyperband_factor >= 2,
-          f"--hyperband_factor must be >= 2; received: {cfg.hyperband_factor}")
-    check(cfg.run.data.val_examples > 0, "--val_examples must be > 0 to tune: the objective is "
-          f"measured on the validation slice; received: {cfg.run.data.val_examples}")
-    _check_range("alpha_range", cfg.alpha_range, top=("--alpha", MAX_LOSS_WEIGHT))
-    if cfg.learning_rate_range is not None:
-        _check_range("learning_rate_range", cfg.learning_rate_range,
-                     top=("--learning_rate", MAX_LEARNING_RATE))
-    if cfg.keep_fraction_range is not None:
-        _check_range("keep_fraction_range", cfg.keep_fraction_range, high_max=1.0)
-    return cfg
+    def __post_init__(self):  # `run` was checked when it was constructed
+        integer("max_trials", 1).check(self.max_trials)
+        integer("hyperband_factor", 2).check(self.hyperband_factor)
+        check(self.run.data.val_examples > 0, "--val_examples must be > 0 to tune: the objective "
+              f"is measured on the validation slice; received: {self.run.data.val_examples}")
+        check_range("alpha_range", self.alpha_range, top=("--alpha", MAX_LOSS_WEIGHT))
+        if self.learning_rate_range is not None:
+            check_range("learning_rate_range", self.learning_rate_range,
+                         top=("--learning_rate", MAX_LEARNING_RATE))
+        if self.keep_fraction_range is not None:
+            check_range("keep_fraction_range", self.keep_fraction_range, high_max=1.0)
 
 
 # ---- serving (python -m aalp_tf.export, python -m aalp_tf.serving) ---------------------------
+
+
+def _version(unset: str) -> Rule:
+    return Rule("version", f"an integer >= 1 (unset: {unset})",
+                lambda v: v is None or (is_integer(v) and v >= 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -412,17 +356,12 @@ class ExportConfig:
     version: Optional[int] = None
     warmup_batch_sizes: tuple = (1,)
 
-
-def validate_export(cfg: ExportConfig) -> ExportConfig:
-    """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
-    _check_ints(cfg)
-    check(cfg.checkpoint >= 0, f"--checkpoint must be an epoch >= 1 (0: as --export_epoch picks); "
-                               f"received: {cfg.checkpoint}")
-    check(cfg.version is None or cfg.version >= 1,
-          f"--version must be >= 1 (unset: the next free one); received: {cfg.version}")
-    check(all(1 <= b <= INT32_MAX for b in cfg.warmup_batch_sizes),
-          f"--warmup_batch_sizes must be batch sizes >= 1; received: {cfg.warmup_batch_sizes}")
-    return cfg
+    def __post_init__(self):
+        Rule("checkpoint", "an epoch >= 1 (0: as --export_epoch picks)",
+             lambda v: is_integer(v) and v >= 0).check(self.checkpoint)
+        _version("the next free one").check(self.version)
+        Rule("warmup_batch_sizes", "batch sizes >= 1", lambda sizes: all(
+            is_integer(b) and 1 <= b <= INT32_MAX for b in sizes)).check(self.warmup_batch_sizes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -447,18 +386,12 @@ class PredictConfig:
     version: Optional[int] = None
     timeout: float = 10.0
 
-
-def validate_predict(cfg: PredictConfig) -> PredictConfig:
-    """Checks ranges a user can get wrong; returns cfg unchanged when it is sound."""
-    host, _, port = cfg.server.rpartition(":")
-    _check_ints(cfg)
-    check(bool(host) and port.isdigit() and 0 < int(port) < 65536,
-          f"--server must be HOST:PORT; received: {cfg.server!r}")
-    check(bool(cfg.model), "--model is not set: pass the served model's name, e.g. "
-                           "--model=mnist_aalp")
-    check(bool(cfg.images), "--images is not set: pass a .npy file of images [N, H, W, C]")
-    check(finite(cfg.timeout) and 0 < cfg.timeout <= MAX_TIMEOUT,
-          f"--timeout must be in (0, {MAX_TIMEOUT:g}] seconds; received: {cfg.timeout}")
-    check(cfg.version is None or cfg.version >= 1,
-          f"--version must be >= 1 (unset: the server's latest); received: {cfg.version}")
-    return cfg
+    def __post_init__(self):
+        host, _, port = self.server.rpartition(":")
+        check(bool(host) and port.isdigit() and 0 < int(port) < 65536,
+              f"--server must be HOST:PORT; received: {self.server!r}")
+        check(bool(self.model), "--model is not set: pass the served model's name, e.g. "
+                                "--model=mnist_aalp")
+        check(bool(self.images), "--images is not set: pass a .npy file of images [N, H, W, C]")
+        number("timeout", 0, MAX_TIMEOUT, open_low=True, suffix=" seconds").check(self.timeout)
+        _version("the server's latest").check(self.version)

@@ -5,7 +5,6 @@ more than one GPU is visible, else `default`. `--batch_size` is always the *glob
 Create the strategy before any other TensorFlow work in the process (MultiWorkerMirroredStrategy
 must start its collective runtime first).
 """
-import json
 import os
 import pathlib
 from typing import Optional
@@ -22,21 +21,20 @@ STRATEGIES.add("mirrored", lambda: tf.distribute.MirroredStrategy())
 STRATEGIES.add("multi_worker", lambda: tf.distribute.MultiWorkerMirroredStrategy())
 
 
-def tf_config() -> dict:
-    raw = os.environ.get("TF_CONFIG", "")
-    if not raw:
-        return {}
+def _cluster() -> tf.train.ClusterSpec:
+    """TF_CONFIG's cluster, read by TensorFlow's own resolver (the one MultiWorkerMirroredStrategy
+    reads it with); an empty one without TF_CONFIG."""
     try:
-        return json.loads(raw)
-    except ValueError:
-        raise UsageError(f"TF_CONFIG is not JSON: received {raw[:60]!r}; accepted: "
-                         '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", '
-                         '"index": 0}}') from None
+        return tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    except ValueError:  # json's error, which does not say what TF_CONFIG should hold
+        raise UsageError(f"TF_CONFIG is not JSON: received {os.environ['TF_CONFIG'][:60]!r}; "
+                         'accepted: {"cluster": {"worker": ["host:port", ...]}, "task": '
+                         '{"type": "worker", "index": 0}}') from None
 
 
 def _num_workers() -> int:
-    cluster = tf_config().get("cluster", {})
-    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+    cluster = _cluster()
+    return sum(cluster.num_tasks(job) for job in ("chief", "worker") if job in cluster.jobs)
 
 
 def resolve(name: str) -> str:
@@ -66,14 +64,9 @@ def strategy_for(name: str) -> tf.distribute.Strategy:
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """True on the one process that writes shared outputs (history, exports, TensorBoard)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    if resolver.task_type == "chief":
-        return True
-    has_chief = "chief" in tf_config().get("cluster", {})
-    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+    """True on the one process that writes shared outputs (history, exports, TensorBoard): the
+    strategy's own answer (the chief, else worker 0; always True on one host)."""
+    return strategy.extended.should_checkpoint
 
 
 def worker_dir(strategy: tf.distribute.Strategy, model_dir: str) -> pathlib.Path:

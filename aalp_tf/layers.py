@@ -4,6 +4,8 @@ import math
 import keras
 import tensorflow as tf
 
+from aalp_tf import rules
+
 
 def feature_contribution(*, gradients, features):
     """Eq. 7: R = mean over the batch of |dLoss/dA_fc * A_fc|, one score per feature.
@@ -47,11 +49,8 @@ class GuidedDropout(keras.layers.Layer):
 
     def __init__(self, keep_fraction=0.5, rescale=False, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 < keep_fraction <= 1.0:
-            raise ValueError(
-                "Invalid value received for argument `keep_fraction`. Expected a float value "
-                f"in (0, 1]. Received: keep_fraction={keep_fraction}"
-            )
+        with rules.keyword_arguments():  # --keep_fraction's rule, in the same words
+            rules.KEEP_FRACTION.check(keep_fraction)
         self.keep_fraction = float(keep_fraction)
         self.rescale = bool(rescale)
         self.supports_masking = True

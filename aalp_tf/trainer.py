@@ -9,12 +9,10 @@ mode), runs the backbone once per branch in training mode, takes Guided Dropout'
 pass through the logits layer only, applies the method's loss, and reduces it by the *global*
 batch (the optimizer sums gradients across replicas).
 """
-import numbers
-
 import keras
 import tensorflow as tf
 
-from aalp_tf import attacks, distribution, losses
+from aalp_tf import attacks, distribution, losses, rules
 from aalp_tf.config import AttackConfig, MethodConfig, RunConfig
 from aalp_tf.errors import invalid_argument
 from aalp_tf.layers import GuidedDropout, feature_contribution
@@ -28,36 +26,28 @@ from aalp_tf.registry import Registry
 EXPORT_FORMATS = Registry("export format")
 
 
-def _number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+# The arguments' rules are the settings' own (rules.py), which the configs check too; these two
+# belong to the Python API only.
+_NUM_CLASSES = rules.integer("num_classes", 2)
+_WARMUP_STEPS = rules.integer("epsilon_warmup_steps", 0, " (0: off)")
 
 
-def _integer(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-_RULES = (  # argument, test, what is accepted
-    ("num_classes", lambda v: _integer(v) and v >= 2, "an integer >= 2"),
-    ("epsilon", lambda v: _number(v) and 0 < v <= 1, "a float in (0, 1] (pixel units of images "
-                                                     "in [0, 1], e.g. 8/255)"),
-    ("step_size", lambda v: _number(v) and 0 < v <= 1, "a float in (0, 1]"),
-    ("attack_steps", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    ("alpha", lambda v: _number(v) and v >= 0, "a float >= 0"),
-    ("trades_beta", lambda v: _number(v) and v >= 0, "a float >= 0"),
-    ("seed", lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    ("val_attack_steps", lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: attack_steps)"),
-    ("epsilon_warmup_steps", lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: off)"),
-)
-
-
-def check_arguments(*, method, **arguments) -> None:
-    """AdversarialModel's keyword arguments, refused in Keras' one-line style when out of range."""
-    if not (isinstance(method, str) and method in METHODS):
-        raise invalid_argument("method", f"one of {', '.join(METHODS.names())} (or one added "
-                               "with aalp_tf.register_method)", f"method={method!r}")
-    for name, test, expected in _RULES:
-        if not test(arguments[name]):
-            raise invalid_argument(name, expected, f"{name}={arguments[name]!r}")
+def check_arguments(*, method, num_classes, epsilon, step_size, attack_steps, alpha,
+                    trades_beta, seed, val_attack_steps, epsilon_warmup_steps) -> None:
+    """AdversarialModel's keyword arguments, refused in one line when out of range: the configs
+    they make check theirs, in the words of the command line's checks ("epsilon must be in
+    (0, 1] ...; received: 2.0")."""
+    names = METHODS.names()
+    with rules.keyword_arguments():
+        rules.Rule("method", f"one of {', '.join(names)} (or one added with "
+                   "aalp_tf.register_method)", lambda v: isinstance(v, str) and v in names
+                   ).check(method)
+        _NUM_CLASSES.check(num_classes)
+        AttackConfig(epsilon=epsilon, step_size=step_size, steps=attack_steps)
+        MethodConfig(name=method, alpha=alpha, trades_beta=trades_beta)
+        rules.SEED.check(seed)
+        rules.VAL_ATTACK_STEPS.check(val_attack_steps)
+        _WARMUP_STEPS.check(epsilon_warmup_steps)
 
 
 def check_features(backbone, shape) -> None:

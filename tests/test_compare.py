@@ -1,4 +1,4 @@
-"""compare: the statistics by hand, the settings a study keeps, and the command on tiny data.
+"""compare: the settings a study keeps, and the command on tiny data.
 
 The study tests (marked slow: their fixture trains 4 cells in subprocesses, about a minute on
 2 cores) share one tiny 2-method x 2-seed study, built as the job-array route builds it: two
@@ -7,7 +7,6 @@ They run in file order: the first ones read the study, the later ones change it 
 refused rerun, a cell cut short, more seeds). Runs that train nothing run in this process.
 """
 import json
-import math
 import pathlib
 import re
 import shutil
@@ -25,53 +24,6 @@ from tests.helpers import commands
 from tests.helpers.commands import Subprocesses, assert_one_line_error, command
 from tests.helpers.dataset_files import write_mnist_files
 from tests.helpers.tiny import tiny_arrays, tiny_config
-
-T_2_DOF = 4.302653  # t_{0.975, 2}, the tables' value for n = 3
-
-# ---- statistics, by hand --------------------------------------------------------------------
-
-
-def test_mean_sd_and_t_interval_of_three_seeds():
-    s = statistics.summarize([90.0, 92.0, 97.0])
-    # mean 93; SD = sqrt((9 + 1 + 16) / 2) = sqrt(13); half width = t * SD / sqrt(3)
-    half = T_2_DOF * math.sqrt(13) / math.sqrt(3)
-    assert s.n == 3 and s.mean == pytest.approx(93.0)
-    assert s.sd == pytest.approx(3.605551, abs=1e-6)
-    assert statistics.t_quantile(3) == pytest.approx(T_2_DOF, abs=1e-6)
-    assert (s.low, s.high) == (pytest.approx(93 - half, abs=1e-5), pytest.approx(93 + half, abs=1e-5))
-    assert (s.low, s.high) == (pytest.approx(84.04331, abs=1e-5), pytest.approx(101.95669, abs=1e-5))
-
-
-def test_one_seed_has_no_spread_and_no_interval():
-    s = statistics.summarize([95.2])
-    assert (s.n, s.mean, s.sd, s.low, s.high, s.excludes_zero) == (1, 95.2, None, None, None, None)
-    with pytest.raises(ValueError):
-        statistics.summarize([])
-
-
-def test_paired_differences_use_shared_seeds_only():
-    method = {0: 93.0, 1: 95.0, 2: 96.0}
-    baseline = {0: 91.0, 1: 92.0, 2: 95.0, 3: 99.0}  # seed 3 has no partner
-    assert statistics.paired_differences(method, baseline) == [2.0, 3.0, 1.0]
-    s = statistics.paired(method, baseline)
-    # mean 2, SD 1, half width t / sqrt(3) = 2.484138: [-0.484138, 4.484138] holds 0
-    assert (s.n, s.mean, s.sd) == (3, pytest.approx(2.0), pytest.approx(1.0))
-    assert (s.low, s.high) == (pytest.approx(-0.484138, abs=1e-6), pytest.approx(4.484138, abs=1e-6))
-    assert s.excludes_zero is False
-    assert statistics.paired({5: 1.0}, baseline) is None
-
-
-@pytest.mark.parametrize("diffs,low,high,verdict", [
-    ([2.0, 2.5, 3.0], 1.257931, 3.742069, "yes, above 0"),  # mean 2.5, SD 0.5, half 1.242069
-    ([-2.0, -2.5, -3.0], -3.742069, -1.257931, "yes, below 0"),
-    ([-1.0, 0.0, 1.0], -2.484138, 2.484138, "no"),
-])
-def test_excludes_zero_both_ways(diffs, low, high, verdict):
-    s = statistics.paired({i: d for i, d in enumerate(diffs)}, {i: 0.0 for i in range(3)})
-    assert (s.low, s.high) == (pytest.approx(low, abs=1e-6), pytest.approx(high, abs=1e-6))
-    assert s.excludes_zero is (verdict != "no")
-    assert report.verdict(s) == verdict
-
 
 # ---- config and settings --------------------------------------------------------------------
 

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from aalp_tf import distribution
+from aalp_tf.errors import UsageError
 from aalp_tf.methods import METHODS
 from tests.helpers.dataset_files import write_mnist_files
 from tests.helpers.tiny import tiny_arrays
@@ -46,6 +48,11 @@ def check_one_step_on_two_replicas_equals_one_device(methods):
         assert row["max_update"] > 1e-3, row  # the step did move the weights
         assert row["max_weight_difference"] < 1e-5, row
         assert row["masks_equal"], row
+        # Guided Dropout masks each branch once per replica (the step of a method without it
+        # applies none).
+        gd = METHODS.get(row["method"]).guided_dropout
+        branches = len(METHODS.get(row["method"]).branches)
+        assert row["masks"] == ([branches, 2 * branches] if gd else [0, 0]), row
 
 
 def test_one_step_on_two_replicas_equals_one_device_for_aalp():
@@ -56,6 +63,30 @@ def test_one_step_on_two_replicas_equals_one_device_for_aalp():
 @pytest.mark.slow  # ~45 s on 2 cores
 def test_one_step_on_two_replicas_equals_one_device_for_every_method():
     check_one_step_on_two_replicas_equals_one_device(METHODS.names())
+
+
+@pytest.mark.parametrize("cluster,resolved", [
+    ({"worker": ["a:1", "b:2"]}, "multi_worker"),
+    ({"chief": ["a:1"], "worker": ["b:2"]}, "multi_worker"),  # the chief trains too
+    ({"worker": ["a:1"]}, "default"),  # one worker on this CPU-only machine: one device
+])
+def test_auto_reads_the_workers_from_tf_config(monkeypatch, cluster, resolved):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "worker", "index": 0}}))
+    assert distribution.resolve("auto") == resolved
+
+
+def test_a_tf_config_that_is_not_json_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "{worker: a:1}")
+    with pytest.raises(UsageError) as err:
+        distribution.resolve("auto")
+    assert str(err.value) == (
+        "TF_CONFIG is not JSON: received '{worker: a:1}'; accepted: {\"cluster\": {\"worker\": "
+        "[\"host:port\", ...]}, \"task\": {\"type\": \"worker\", \"index\": 0}}")
+
+
+def test_one_host_is_its_own_chief():
+    assert distribution.is_chief(tf.distribute.get_strategy())
 
 
 class Workers:

@@ -60,12 +60,13 @@ def test_feature_contribution_is_eq7():
                                np.abs(g * a).mean(axis=0), rtol=1e-6)
 
 
-@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
-def test_bad_keep_fraction_is_refused_with_the_exact_message(bad):
+@pytest.mark.parametrize("bad,shown", [(0.0, "0.0"), (-0.1, "-0.1"), (1.5, "1.5"),
+                                        (float("nan"), "nan"), ("0.5", "'0.5'")])
+def test_bad_keep_fraction_is_refused_with_the_exact_message(bad, shown):
+    """--keep_fraction's rule, in its words, naming the argument."""
     with pytest.raises(ValueError) as err:
         GuidedDropout(bad)
-    assert str(err.value) == ("Invalid value received for argument `keep_fraction`. Expected a "
-                              f"float value in (0, 1]. Received: keep_fraction={bad}")
+    assert str(err.value) == f"keep_fraction must be in (0, 1]; received: {shown}"
 
 
 def test_config_round_trip():

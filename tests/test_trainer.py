@@ -119,7 +119,7 @@ def test_mixed_precision_keeps_logits_losses_and_perturbations_in_float32(tmp_pa
 def test_the_epsilon_warmup_is_counted_in_steps_whoever_calls_fit(tmp_path):
     """The ramp lives in the model (its constructor's steps), not in a caller's attribute: a
     plain `fit` ramps too."""
-    cfg = tiny_config(tmp_path / "run", "madry")
+    cfg = tiny_config(tmp_path / "run", "madry", epochs=2)  # the warm-up fits in the epochs
     cfg = cfg.replace(attack=cfg.attack.__class__(**{**cfg.attack.__dict__, "warmup_epochs": 2}))
     model = build_model(cfg, SPEC, steps_per_epoch=3)
     assert model.epsilon_warmup_steps == 6
@@ -155,3 +155,49 @@ def test_the_contribution_pass_takes_float32_gradients_of_float16_features(tmp_p
     scores = model.contribution({"clean": half, "adv": half}, y)
     assert seen == [(tf.float32, tf.float32)]
     assert scores.dtype == tf.float32
+
+
+# ---- AdversarialModel's keyword arguments: the settings' rules, naming the arguments ----------
+
+ARGUMENTS = dict(num_classes=10, epsilon=0.3, step_size=0.1, attack_steps=2)
+
+
+def flat_backbone():
+    images = keras.Input((28, 28, 1))
+    return keras.Model(images, keras.layers.Flatten()(images))
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (dict(method="mart2"), "method must be one of aalp, aalp_gd, aalp_sw, alp, madry, natural, "
+                           "trades (or one added with aalp_tf.register_method); received: "
+                           "'mart2'"),
+    (dict(num_classes=1), "num_classes must be an integer >= 2; received: 1"),
+    (dict(epsilon=8), "epsilon must be in (0, 1] (pixel units, e.g. 0.3 or 8/255); received: 8"),
+    (dict(epsilon=float("nan")), "epsilon must be in (0, 1] (pixel units, e.g. 0.3 or 8/255); "
+                                 "received: nan"),
+    (dict(step_size=0), "step_size must be in (0, 1]; received: 0"),
+    (dict(attack_steps=2.5), "attack_steps must be an integer >= 1; received: 2.5"),
+    (dict(attack_steps=2 ** 31), "attack_steps must be at most 2147483647 in size; received: "
+                                 "2147483648"),
+    (dict(alpha=-1.0), "alpha must be in [0, 1000]; received: -1.0"),
+    (dict(trades_beta=float("inf")), "trades_beta must be in [0, 1000]; received: inf"),
+    (dict(seed=-1), "seed must be an integer >= 0; received: -1"),
+    (dict(val_attack_steps=-2), "val_attack_steps must be an integer >= 0 (0: attack_steps); "
+                                "received: -2"),
+    (dict(epsilon_warmup_steps=-1), "epsilon_warmup_steps must be an integer >= 0 (0: off); "
+                                    "received: -1"),
+    (dict(keep_fraction=0), "keep_fraction must be in (0, 1]; received: 0"),
+])
+def test_bad_arguments_are_refused_in_the_words_of_the_flags(arguments, message):
+    """The configs' rules (the flags' ones), each naming the argument: one line, a ValueError."""
+    from aalp_tf.trainer import AdversarialModel
+    with pytest.raises(ValueError) as err:
+        AdversarialModel(flat_backbone(), **{**ARGUMENTS, **arguments})
+    assert str(err.value) == message
+
+
+def test_arguments_at_their_bounds_are_accepted():
+    from aalp_tf.trainer import AdversarialModel
+    model = AdversarialModel(flat_backbone(), **{**ARGUMENTS, "epsilon": 1, "step_size": 8 / 255,
+                             "alpha": 1000, "keep_fraction": 1.0, "seed": 2 ** 31 - 1})
+    assert (model.attack_config.epsilon, model.method_config.alpha) == (1.0, 1000.0)

@@ -83,6 +83,17 @@ def resumed_search(tmp_path_factory):
                 stamp=stamp)
 
 
+@pytest.mark.parametrize("clean,robust,expected", [
+    (0.9, 0.5, 2 * 0.9 * 0.5 / 1.4), (0.8, 0.8, 0.8), (0.9, 0.0, 0.0), (0.0, 0.0, 0.0)])
+def test_the_tradeoff_objective_is_the_harmonic_mean(clean, robust, expected):
+    """2·c·r / (c + r): high only when both accuracies are, 0 when either is."""
+    from aalp_tf.tuning.search_space import OBJECTIVES
+    tradeoff = OBJECTIVES.get("tradeoff")
+    value = tradeoff.value({"val_clean_accuracy": clean, "val_robust_accuracy": robust})
+    assert (tradeoff.metric, type(value)) == ("val_tradeoff", float)
+    assert value == pytest.approx(expected, abs=1e-12)
+
+
 def test_an_interrupted_search_resumes_without_repeating_finished_trials(resumed_search):
     s = resumed_search
     assert s["interrupted"] is None  # Ctrl-C went through KerasTuner, not swallowed

@@ -9,9 +9,9 @@ Methods trained with the same seed share the data order and the initial weights,
 alike, and its interval is usually much narrower than the two separate ones suggest.
 """
 import dataclasses
-import math
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
@@ -50,16 +50,16 @@ def t_quantile(n: int, confidence: float = CONFIDENCE) -> float:
 
 def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
     """Mean, SD (n - 1) and the t-interval of `values` (at least one value)."""
-    values = [float(v) for v in values]
+    values = np.asarray(values, dtype=np.float64)
     n = len(values)
     if n == 0:
         raise ValueError("summarize needs at least one value")
-    mean = math.fsum(values) / n
+    mean = float(np.mean(values))
     if n < 2:
         return Summary(n=n, mean=mean, sd=None, low=None, high=None)
-    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    half = t_quantile(n, confidence) * sd / math.sqrt(n)
-    return Summary(n=n, mean=mean, sd=sd, low=mean - half, high=mean + half)
+    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=stats.sem(values))
+    return Summary(n=n, mean=mean, sd=float(np.std(values, ddof=1)), low=float(low),
+                   high=float(high))
 
 
 def paired_differences(values: Dict[int, float], baseline: Dict[int, float]) -> List[float]:

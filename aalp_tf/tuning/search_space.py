@@ -16,9 +16,10 @@ The space (each a KerasTuner hyperparameter named as the config field it sets):
   `--keep_fraction_range`, default 0.25..0.75, around the paper's median rule (0.5).
 """
 import dataclasses
+import statistics
 from typing import Callable, Optional
 
-from aalp_tf.config import RunConfig, TuneConfig, check, validate
+from aalp_tf.config import RunConfig, TuneConfig, check
 from aalp_tf.methods import METHODS
 from aalp_tf.registry import Registry
 
@@ -39,18 +40,15 @@ class Objective:
     value: Callable[[dict], float]
 
 
-def harmonic_mean(*, clean: float, robust: float) -> float:
-    """2·c·r / (c + r): high only when both accuracies are; 0 when either is 0."""
-    return 0.0 if clean + robust <= 0 else 2.0 * clean * robust / (clean + robust)
-
-
 OBJECTIVES: Registry[Objective] = Registry("objective")
 OBJECTIVES.add("robust", Objective(
     "val_robust_accuracy", lambda logs: float(logs["val_robust_accuracy"])))
 # The trade-off Fig. 6 shows, as one number without a weight to pick: unlike clean + λ·robust,
-# the harmonic mean cannot be carried by one accuracy while the other collapses.
-OBJECTIVES.add("tradeoff", Objective("val_tradeoff", lambda logs: harmonic_mean(
-    clean=float(logs["val_clean_accuracy"]), robust=float(logs["val_robust_accuracy"]))))
+# the harmonic mean 2·c·r / (c + r) cannot be carried by one accuracy while the other collapses
+# (it is 0 when either is).
+OBJECTIVES.add("tradeoff", Objective("val_tradeoff", lambda logs: float(statistics.harmonic_mean(
+    [float(logs["val_clean_accuracy"]), float(logs["val_robust_accuracy"])]))))
+
 
 def _within(value: float, bounds) -> float:
     return min(max(value, bounds[0]), bounds[1])
@@ -90,7 +88,8 @@ def trial_values(cfg: TuneConfig, values: dict) -> dict:
 
 def trial_config(cfg: TuneConfig, values: dict, *, model_dir: Optional[str] = None
                  ) -> RunConfig:
-    """The run a trial trains: the base run with the trial's values put in, validated.
+    """The run a trial trains: the base run with the trial's values put in (refused in one line,
+    as every config is, when a value is out of range).
 
     Args:
       cfg: the search.
@@ -103,7 +102,7 @@ def trial_config(cfg: TuneConfig, values: dict, *, model_dir: Optional[str] = No
     train = dataclasses.replace(base.train, learning_rate=chosen[LEARNING_RATE],
                                 epochs=chosen["epochs"],
                                 model_dir=model_dir or base.train.model_dir)
-    return validate(base.replace(method=method, model=model, train=train))
+    return base.replace(method=method, model=model, train=train)
 
 
 def check_searchable(cfg: TuneConfig) -> None:

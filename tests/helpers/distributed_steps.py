@@ -1,8 +1,9 @@
 """Subprocess for tests/test_distributed.py: one train step per method, 1 device vs 2 replicas.
 
 Splits the CPU into 2 logical devices (this must happen before TensorFlow starts, hence a
-separate process) and prints one JSON line per method with the largest weight difference and
-whether the Guided Dropout masks agree.
+separate process), runs the product's own `AdversarialModel.train_step` on one device and on two
+replicas, and prints one JSON line per method with the largest weight difference and whether
+the Guided Dropout masks that step applied agree (every replica's, every branch's).
 usage: python -m tests.helpers.distributed_steps METHOD [METHOD ...]
 """
 import json
@@ -37,15 +38,24 @@ def make(method, strategy):
     return model
 
 
-def masks(model, strategy, x, y):
-    """Each replica's Guided Dropout mask for the step's features."""
-    def per_replica(images, labels):
-        inputs = model.branch_inputs(images, labels)
-        features = {b: model.backbone(v, training=True) for b, v in inputs.items()}
-        return model.guided_dropout.keep_mask(model.contribution(features, labels))
-    return [m.numpy() for m in strategy.experimental_local_results(strategy.run(
-        tf.function(per_replica), args=next(iter(strategy.experimental_distribute_dataset(
-            tf.data.Dataset.from_tensors((x, y)))))))]
+def record_masks(model) -> list:
+    """The masks Guided Dropout applies in the model's train_step, as numpy arrays, in the order
+    they run (per replica, per branch): each is passed through a py_function that keeps a copy,
+    so the step itself computes exactly what it would without the recording."""
+    recorded, keep_mask = [], model.guided_dropout.keep_mask
+
+    def keep(mask):
+        recorded.append(mask.numpy())
+        return mask
+
+    def recording(contribution):
+        mask = keep_mask(contribution)
+        copy = tf.py_function(keep, [mask], mask.dtype)
+        copy.set_shape(mask.shape)
+        return tf.stop_gradient(copy)  # as keep_mask's own: the mask carries no gradient
+
+    model.guided_dropout.keep_mask = recording
+    return recorded
 
 
 def main(methods):
@@ -56,8 +66,7 @@ def main(methods):
     for method in methods:
         single, mirrored = make(method, one), make(method, two)
         mirrored.set_weights(single.get_weights())
-        single_masks = masks(single, one, x, y)
-        mirrored_masks = masks(mirrored, two, x, y)
+        single_masks, mirrored_masks = record_masks(single), record_masks(mirrored)
         tf.function(single.train_step)((x, y))
         batch = next(iter(two.experimental_distribute_dataset(
             tf.data.Dataset.from_tensors((x, y)))))
@@ -68,8 +77,10 @@ def main(methods):
                     zip(single.get_weights(), make(method, one).get_weights()))
         print(json.dumps({"method": method, "replicas": two.num_replicas_in_sync,
                           "max_weight_difference": diff, "max_update": moved,
+                          "masks": [len(single_masks), len(mirrored_masks)],
                           "masks_equal": all(np.array_equal(single_masks[0], m)
-                                             for m in mirrored_masks)}), flush=True)
+                                             for m in single_masks + mirrored_masks)}),
+              flush=True)
 
 
 if __name__ == "__main__":
