@@ -48,6 +48,9 @@ class AttackConfig:
     # Ramp epsilon and the step linearly from 0 over this many epochs (0: off, as in the paper).
     # Short MNIST runs at eps=0.3 can otherwise sit at chance accuracy for epochs.
     warmup_epochs: float = 0.0
+    # The training adversary: "pgd" (PGD-k, the paper's), "fgsm_rs" or "n_fgsm" (one input
+    # gradient per step; aalp_tf/adversaries.py). Validation always uses PGD.
+    adversary: str = "pgd"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +95,12 @@ class TrainConfig:
     mixed_precision: bool = False  # mixed_float16 on GPUs; ignored on CPU
     # The epoch the run exports: "best" (highest val_robust_accuracy) or "last" (README).
     export_epoch: str = "best"
+    # Adversarial weight perturbation (Wu et al. 2020; aalp_tf/awp.py): its size relative to
+    # each weight tensor's norm, 5e-3 to 1e-2 in the paper (0: off).
+    awp_gamma: float = 0.0
+    # "constant", "cyclic" (one cycle, linear up then down) or "piecewise" (x0.1 at 50% and
+    # 75% of the steps): aalp_tf/schedules.py.
+    lr_schedule: str = "constant"
 
 
 # Fields added after run folders were first written, whose default differs from what the code
