@@ -81,9 +81,6 @@ SINGLE_STEP = Registry("single-step adversary")
 SINGLE_STEP.add("fgsm_rs", fgsm_rs)
 SINGLE_STEP.add("n_fgsm", n_fgsm)
 
-# Input-gradient passes per training step, for cost accounting (PGD: its steps).
-PASSES = {"fgsm_rs": 1, "n_fgsm": 1}
-
 
 def names() -> list:
     """Every training adversary: what --adversary accepts."""

@@ -275,7 +275,7 @@ def report(args, plan) -> None:
 
 
 def write_markdown(args, columns, rows, verdict) -> None:
-    lines = [f"# Time to a robust MNIST model (issue 23)", "", __doc__.split("\n\n", 2)[2], "",
+    lines = ["# Time to a robust MNIST model (issue 23)", "", __doc__.split("\n\n", 2)[2], "",
              f"`{harness.command()}`", "", harness.machine(), "",
              f"Baseline to beat: {BASELINE[1]}. AWP on: γ = {args.awp_gamma:g}.", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
