@@ -12,6 +12,7 @@ import dataclasses
 import json
 from typing import Optional
 
+from aalp_tf import rules
 from aalp_tf.errors import UsageError
 # check, finite: re-exported, the commands and subpackages check their own inputs with them.
 from aalp_tf.rules import (ALPHA, ATTACK_STEPS, EPSILON, INT32_MAX, KEEP_FRACTION,  # noqa: F401
@@ -63,11 +64,15 @@ class AttackConfig:
     # Ramp epsilon and the step linearly from 0 over this many epochs (0: off, as in the paper).
     # Short MNIST runs at eps=0.3 can otherwise sit at chance accuracy for epochs.
     warmup_epochs: float = 0.0
+    # The training adversary: "pgd" (PGD-k, the paper's), "fgsm_rs" or "n_fgsm" (one input
+    # gradient per step; aalp_tf/adversaries.py). Validation always uses PGD.
+    adversary: str = "pgd"
 
     def __post_init__(self):  # warmup_epochs: RunConfig checks it against the epochs
         EPSILON.check(self.epsilon)
         STEP_SIZE.check(self.step_size)
         ATTACK_STEPS.check(self.steps)
+        rules.ADVERSARY.check(self.adversary)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +126,12 @@ class TrainConfig:
     mixed_precision: bool = False  # mixed_float16 on GPUs; ignored on CPU
     # The epoch the run exports: "best" (highest val_robust_accuracy) or "last" (README).
     export_epoch: str = "best"
+    # Adversarial weight perturbation (Wu et al. 2020; aalp_tf/awp.py): its size relative to
+    # each weight tensor's norm, 5e-3 to 1e-2 in the paper (0: off).
+    awp_gamma: float = 0.0
+    # "constant", "cyclic" (one cycle, linear up then down) or "piecewise" (x0.1 at 50% and
+    # 75% of the steps): aalp_tf/schedules.py.
+    lr_schedule: str = "constant"
 
     def __post_init__(self):
         integer("epochs", 1).check(self.epochs)
@@ -130,6 +141,8 @@ class TrainConfig:
         integer("keep_checkpoints", 0, " (0: all)").check(self.keep_checkpoints)
         SEED.check(self.seed)
         one_of("export_epoch", EXPORT_EPOCHS).check(self.export_epoch)
+        rules.AWP_GAMMA.check(self.awp_gamma)
+        rules.LR_SCHEDULE.check(self.lr_schedule)
         # Keras silently compiles without XLA under op determinism: say so instead.
         check(not (self.jit_compile and self.deterministic),
               "--jit_compile needs --nodeterministic (Keras turns XLA off under deterministic "

@@ -145,3 +145,12 @@ TRADES_BETA = number("trades_beta", 0, MAX_LOSS_WEIGHT)
 KEEP_FRACTION = number("keep_fraction", 0, 1, open_low=True)
 SEED = integer("seed", 0)
 VAL_ATTACK_STEPS = integer("val_attack_steps", 0, " (0: --attack_steps)")
+# Single-step adversaries (adversaries.py) and schedules (schedules.py) are fixed sets, not
+# registries a user extends: their names are the schema of the configs.
+ADVERSARIES = ("fgsm_rs", "n_fgsm", "pgd")
+LR_SCHEDULES = ("constant", "cyclic", "piecewise")
+ADVERSARY = one_of("adversary", ADVERSARIES)
+LR_SCHEDULE = one_of("lr_schedule", LR_SCHEDULES)
+# AWP's gamma is relative to each weight's norm: 1 would move a layer by its own size.
+AWP_GAMMA = Rule("awp_gamma", "in [0, 1) (0: off; the paper's 5e-3 to 1e-2)",
+                 lambda v: finite(v) and 0 <= v < 1)

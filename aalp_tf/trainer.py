@@ -12,7 +12,7 @@ batch (the optimizer sums gradients across replicas).
 import keras
 import tensorflow as tf
 
-from aalp_tf import attacks, distribution, losses, rules
+from aalp_tf import adversaries, attacks, awp, distribution, losses, rules, schedules
 from aalp_tf.config import AttackConfig, MethodConfig, RunConfig
 from aalp_tf.errors import invalid_argument
 from aalp_tf.layers import GuidedDropout, feature_contribution
@@ -107,12 +107,17 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
         over this many optimizer steps (0: off, as in the paper). Counted in steps, which the
         optimizer knows however `fit` is called; `build_model` turns the config's epochs into
         steps.
+      adversary: the training adversary: "pgd" (PGD-k, above), "fgsm_rs" or "n_fgsm" (one
+        input gradient per step, aalp_tf/adversaries.py); validation always uses PGD.
+      awp_gamma: adversarial weight perturbation's size relative to each weight's norm
+        (aalp_tf/awp.py; 0: off).
     """
 
     def __init__(self, backbone, num_classes, *, epsilon, step_size, attack_steps,
                  method="aalp", alpha=1.0, trades_beta=6.0, guided_dropout=False,
                  keep_fraction=0.5, gd_rescale=False, random_start=True, seed=0,
-                 val_attack_steps=0, epsilon_warmup_steps=0, **kwargs):
+                 val_attack_steps=0, epsilon_warmup_steps=0, adversary=adversaries.PGD,
+                 awp_gamma=0.0, **kwargs):
         if not isinstance(backbone, keras.layers.Layer):
             raise TypeError(f"Invalid value received for argument `backbone`. Expected a "
                             "keras.Model mapping images in [0, 1] to features [N, F]. "
@@ -121,6 +126,8 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
                         step_size=step_size, attack_steps=attack_steps, alpha=alpha,
                         trades_beta=trades_beta, seed=seed, val_attack_steps=val_attack_steps,
                         epsilon_warmup_steps=epsilon_warmup_steps)
+        adversaries.check_adversary(adversary)
+        awp.check_gamma(awp_gamma)
         known = _static_output_shape(backbone)
         if known is not None:
             check_features(backbone, known)
@@ -137,11 +144,13 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
         self.method = METHODS.get(method)
         self.attack_config = AttackConfig(epsilon=float(epsilon), step_size=float(step_size),
                                           steps=int(attack_steps),
-                                          random_start=bool(random_start))
+                                          random_start=bool(random_start),
+                                          adversary=adversary)
         self.use_guided_dropout = self.method.guided_dropout or bool(guided_dropout)
         self.seed = int(seed)
         self.val_attack_steps = int(val_attack_steps) or int(attack_steps)
         self.epsilon_warmup_steps = int(epsilon_warmup_steps)
+        self.awp_gamma = float(awp_gamma)
         # The RunConfig this model was built from (build_model), which its exports keep for
         # analysis; None for a model built by hand.
         self.run_config = None
@@ -187,7 +196,8 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
                 "keep_fraction": self.guided_dropout.keep_fraction,
                 "gd_rescale": self.guided_dropout.rescale, "random_start": a.random_start,
                 "seed": self.seed, "val_attack_steps": self.val_attack_steps,
-                "epsilon_warmup_steps": self.epsilon_warmup_steps}
+                "epsilon_warmup_steps": self.epsilon_warmup_steps,
+                "adversary": a.adversary, "awp_gamma": self.awp_gamma}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -345,12 +355,26 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
         for branch in self.method.branches:
             if branch == CLEAN:
                 inputs[CLEAN] = images
-            else:
+            elif self.attack_config.adversary == adversaries.PGD:
                 inputs[ADV] = self.adversarial_examples(images, labels,
                                                         objective=self.method.adversary,
                                                         seed=self._step_seed(),
                                                         scale=self.warmup_scale())
+            else:
+                inputs[ADV] = self.single_step_examples(images, labels)
         return inputs
+
+    def single_step_examples(self, images, labels):
+        """FGSM-RS or N-FGSM on the method's objective, from this step's global-batch noise
+        (their random start is part of the method: `random_start` is PGD's)."""
+        scale = self.warmup_scale()
+        adversary = adversaries.SINGLE_STEP.get(self.attack_config.adversary)
+        target = adversaries.training_objective(self.method.adversary, self.inference_logits,
+                                                images, labels)
+        return adversary(self.inference_logits, images, labels,
+                         epsilon=self.attack_config.epsilon * scale,
+                         noise=self._start_noise(images, self._step_seed()) * scale,
+                         objective=target)
 
     def branch_loss(self, features, labels, contribution=None):
         """The method's per-example loss over branch features, masked by Guided Dropout if given."""
@@ -394,24 +418,36 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
             weights = tf.reshape(tf.cast(weights, tf.float32), [-1])
         return images, labels, weights
 
+    def method_loss(self, inputs, labels, weights, tape):
+        """(per-example loss, branch logits, logs, the scaled loss to differentiate) of the
+        method on the branch inputs, computed under `tape`."""
+        features = {b: self.features(x, training=True) for b, x in inputs.items()}
+        contribution = None
+        if self.use_guided_dropout:
+            with tape.stop_recording():
+                contribution = self.contribution(features, labels, weights)
+        per_example, logits, logs = self.branch_loss(features, labels, contribution)
+        # Divide by the global batch: gradients are summed across replicas. Sample weights
+        # scale each example's loss, as Keras' own losses do.
+        loss = tf.nn.compute_average_loss(per_example, sample_weight=weights)
+        if self.losses:
+            loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+        loss = self.optimizer.scale_loss(loss)  # mixed precision: LossScaleOptimizer
+        return per_example, logits, logs, loss
+
     def train_step(self, data):
         images, labels, weights = self.unpack(data)
         # The adversary runs outside the tape: its PGD loop needs no recording.
         inputs = self.branch_inputs(images, labels)
+        # AWP: one more forward and backward pass finds the weight perturbation v; the step's
+        # gradient is taken at w + v and applied to w (aalp_tf/awp.py).
+        deltas = awp.ascent(self, inputs, labels, weights, gamma=self.awp_gamma) \
+            if self.awp_gamma else None
         with tf.GradientTape() as tape:
-            features = {b: self.features(x, training=True) for b, x in inputs.items()}
-            contribution = None
-            if self.use_guided_dropout:
-                with tape.stop_recording():
-                    contribution = self.contribution(features, labels, weights)
-            per_example, logits, logs = self.branch_loss(features, labels, contribution)
-            # Divide by the global batch: gradients are summed across replicas. Sample weights
-            # scale each example's loss, as Keras' own losses do.
-            loss = tf.nn.compute_average_loss(per_example, sample_weight=weights)
-            if self.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
-            loss = self.optimizer.scale_loss(loss)  # mixed precision: LossScaleOptimizer
+            with awp.perturbed(self, deltas) as scope:
+                per_example, logits, logs, loss = self.method_loss(inputs, labels, weights, tape)
         grads = tape.gradient(loss, self.trainable_variables)
+        awp.keep_state_updates(self, scope)
         self.optimizer.apply(grads, self.trainable_variables)
         self._train_trackers["loss"].update_state(per_example, sample_weight=weights)
         if CLEAN in logits:
@@ -455,7 +491,8 @@ def model_arguments(cfg: RunConfig, *, steps_per_epoch: int = 0) -> dict:
                 attack_steps=a.steps, random_start=a.random_start,
                 keep_fraction=cfg.model.keep_fraction, gd_rescale=cfg.model.gd_rescale,
                 seed=cfg.train.seed, val_attack_steps=cfg.train.val_attack_steps,
-                epsilon_warmup_steps=round(a.warmup_epochs * steps_per_epoch))
+                epsilon_warmup_steps=round(a.warmup_epochs * steps_per_epoch),
+                adversary=a.adversary, awp_gamma=cfg.train.awp_gamma)
 
 
 def build_model(cfg: RunConfig, spec, *, steps_per_epoch: int = 0) -> AdversarialModel:
@@ -474,7 +511,8 @@ def build_model(cfg: RunConfig, spec, *, steps_per_epoch: int = 0) -> Adversaria
                              name=f"{cfg.data.dataset}_{cfg.method.name}",
                              **model_arguments(cfg, steps_per_epoch=steps_per_epoch))
     model.run_config = cfg
-    model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate),
+    model.compile(optimizer=keras.optimizers.Adam(schedules.learning_rate(
+                      cfg.train, steps_per_epoch=steps_per_epoch)),
                   jit_compile=cfg.train.jit_compile)
     model.build((None, *spec.image_shape))
     model.optimizer.build(model.trainable_variables)  # so a checkpoint can restore its slots

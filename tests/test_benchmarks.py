@@ -18,6 +18,7 @@ SCRIPTS = sorted(
 def test_every_timing_script_is_found():
     assert "benchmarks.train_step_cost" in SCRIPTS
     assert "benchmarks.investigations.onednn" in SCRIPTS
+    assert "benchmarks.time_to_robustness" in SCRIPTS
     assert len(SCRIPTS) >= 8
 
 

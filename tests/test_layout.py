@@ -17,7 +17,8 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "aalp_tf"
 CORE = {"config", "registry", "errors", "files", "layers", "models", "losses", "attacks",
-        "methods", "trainer", "runs", "distribution"}
+        "methods", "trainer", "runs", "distribution", "adversaries", "awp", "schedules",
+        "overfitting", "rules"}
 API = "aalp_tf"  # the package's __init__
 COMMANDS = {"cli", "train", "evaluate", "tune", "analyze", "export", "compare"}
 
