@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from aalp_tf.errors import UsageError
-from aalp_tf.serving.saved_model import load_serving_logits
+from aalp_tf.evaluation.loading import load_serving_logits
 from aalp_tf.experiment.training import train
 from tests.helpers.tiny import tiny_arrays, tiny_config
 
@@ -103,7 +103,8 @@ def test_a_worker_behind_by_its_first_epoch_makes_the_others_restart_from_ckpt_0
     """The multi-worker case CI met: one worker was killed before its first checkpoint landed,
     so the others must step back to the starting weights, which only ckpt-0 still holds."""
     from aalp_tf import distribution
-    from aalp_tf.runs import EpochCheckpoint, RunFolder
+    from aalp_tf.runs import RunFolder
+    from aalp_tf.runs.callbacks import EpochCheckpoint
     from aalp_tf.experiment.training import seeded_model
     from aalp_tf.data.datasets import DATASETS
     monkeypatch.setattr(distribution, "is_multi_worker", lambda strategy: True)
@@ -223,7 +224,6 @@ def test_export_choice_says_why_in_words():
 
 
 def test_export_epoch_best_exports_the_best_epoch_and_keeps_its_checkpoint(overfit_run):
-    from aalp_tf.data.datasets import DATASETS
     from aalp_tf.runs import RunFolder, model_from_run
     _, cfg, result = overfit_run
     robust = [h["val_robust_accuracy"] for h in result.history]
@@ -240,8 +240,8 @@ def test_export_epoch_best_exports_the_best_epoch_and_keeps_its_checkpoint(overf
     # --keep_checkpoints=1 kept the last epoch's checkpoint and the best one.
     assert sorted(run.epoch_checkpoints()) == [best["epoch"], 3]
     x = tf.constant(ARRAYS.x_test / 255.0, tf.float32)
-    chosen = model_from_run(cfg.train.model_dir, datasets=DATASETS, epoch=best["epoch"]).model
-    last = model_from_run(cfg.train.model_dir, datasets=DATASETS, epoch=3).model
+    chosen = model_from_run(cfg.train.model_dir, epoch=best["epoch"]).model
+    last = model_from_run(cfg.train.model_dir, epoch=3).model
     logits_fn, _ = load_serving_logits(str(result.export_path))
     np.testing.assert_allclose(logits_fn(x), chosen(x), atol=1e-5)
     np.testing.assert_allclose(result.model(x), chosen(x), atol=1e-6)
@@ -269,11 +269,27 @@ def test_export_epoch_best_without_a_validation_slice_is_refused_before_any_work
     assert not (tmp_path / "run").exists()
 
 
-def test_a_config_json_from_before_the_new_fields_reads_as_that_code_behaved(tmp_path):
-    # Runs written before --export_epoch existed exported their last epoch (config.OLDER_VALUES);
-    # the other new fields take their defaults.
+def test_a_run_folder_from_before_config_formats_is_refused_in_one_line(tmp_path):
+    """A config.json without the format (or of another) is not read with guesses at what the
+    code of its day did: resuming, exporting or analysing it is refused, the folder kept."""
     from aalp_tf.config import RunConfig
-    raw = json.loads(tiny_config(tmp_path / "run").to_json())
-    del raw["train"]["export_epoch"], raw["model"]["depth"], raw["model"]["widen_factor"]
-    cfg = RunConfig.from_dict(raw)
-    assert (cfg.train.export_epoch, cfg.model.depth, cfg.model.widen_factor) == ("last", 0, 0)
+    from aalp_tf.runs import model_from_run
+    cfg = tiny_config(tmp_path / "run", "natural")
+    train(cfg, arrays=ARRAYS, verbose=0, export_model=False)
+    path = tmp_path / "run" / "config.json"
+    raw = json.loads(path.read_text())
+    assert raw["format"] == 1 and RunConfig.from_dict(raw) == cfg
+    del raw["format"]
+    path.write_text(json.dumps(raw))
+    message = (f"--model_dir {tmp_path / 'run'} holds a run of another aalp_tf (config.json "
+               "format none; this one reads format 1); accepted: a new --model_dir to train it "
+               "again, or the aalp_tf that wrote it to resume or export it")
+    for attempt in (lambda: train(cfg, arrays=ARRAYS, verbose=0),
+                    lambda: model_from_run(tmp_path / "run")):
+        with pytest.raises(UsageError) as err:
+            attempt()
+        assert str(err.value) == message
+    assert json.loads(path.read_text()) == raw
+    with pytest.raises(UsageError, match=r"^the config was written by another aalp_tf \(format "
+                                         r"none, this one reads format 1\); accepted: "):
+        RunConfig.from_dict(raw)

@@ -18,6 +18,7 @@ from typing import Dict, Iterator, List
 
 from aalp_tf.comparison import config as comparison_config
 from aalp_tf.comparison.config import CompareConfig
+from aalp_tf.config import differences
 from aalp_tf.errors import UsageError
 from aalp_tf.files import temporary_path
 
@@ -97,10 +98,10 @@ def check_settings(cfg: CompareConfig, settings: dict) -> None:
         raise UsageError(f"--out {out} is a file; accepted: a folder (new or holding this study)")
     stored = out / SETTINGS
     if stored.exists():
-        _refuse(cfg, stored.name, comparison_config.differences(read_json(stored), settings))
+        _refuse(cfg, stored.name, differences(read_json(stored), settings))
     for path in sorted((out / "cells").glob("*.json")):
         record = read_json(path)
-        _refuse(cfg, f"cells/{path.name}", comparison_config.differences(
+        _refuse(cfg, f"cells/{path.name}", differences(
             comparison_config.cell_settings(record), settings))
 
 

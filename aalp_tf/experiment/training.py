@@ -18,9 +18,9 @@ from aalp_tf.serving import saved_model
 from aalp_tf.config import RunConfig, check_export_epoch
 from aalp_tf.data.readers import ArraySplits
 from aalp_tf.data.datasets import DATASETS, load_arrays, make_data, split_sizes
-from aalp_tf.files import write_atomically
-from aalp_tf.runs import (EpochCheckpoint, RunFolder, StopOnNonFinite, check_writable,
-                          export_choice)
+from aalp_tf.files import check_writable, write_atomically
+from aalp_tf.runs import RunFolder, export_choice
+from aalp_tf.runs.callbacks import EpochCheckpoint, StopOnNonFinite
 from aalp_tf.trainer import build_model
 
 
@@ -146,15 +146,14 @@ def _export_once(run: RunFolder, model, cfg: RunConfig, spec, *, epoch: int,
                  reason: str) -> pathlib.Path:
     """Exports the run's chosen epoch, unless that very epoch of this run was exported already.
 
-    export.json says which epoch the SavedModel holds and why; one written before it said so
-    held the last epoch. The export carries its source (this run folder and the epoch), so a
-    version that landed before export.json did (a kill between the two) is found again, not
-    exported twice.
+    export.json says which epoch the SavedModel holds and why. The export carries its source
+    (this run folder and the epoch), so a version that landed before export.json did (a kill
+    between the two) is found again, not exported twice.
     """
     source = {"run": str(run.root.resolve()), "epochs": cfg.train.epochs, "epoch": epoch}
     record = run.exported()
-    if record and record.get("epochs") == cfg.train.epochs and record.get(
-            "epoch", record.get("epochs")) == epoch and pathlib.Path(record["path"]).exists():
+    if record and (record["epochs"], record["epoch"]) == (cfg.train.epochs, epoch) and \
+            pathlib.Path(record["path"]).exists():
         print(f"already exported: {record['path']}")
         return pathlib.Path(record["path"])
     path = saved_model.find_export(cfg.train.export_dir, cfg.export_name, source)
