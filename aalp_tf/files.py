@@ -55,6 +55,7 @@ def atomic_folder(path) -> Iterator[pathlib.Path]:
         raise FileExistsError(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(final)
+    shutil.rmtree(tmp, ignore_errors=True)  # named by our host and PID: ours to replace
     try:
         tmp.mkdir()
         yield tmp

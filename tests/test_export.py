@@ -295,11 +295,11 @@ def test_a_killed_exports_leftover_is_removed_by_the_next_export(trained, tmp_pa
     dead.wait(timeout=30)
     host = socket.gethostname()
     (root / f".1.tmp-{host}-{dead.pid}" / "variables").mkdir(parents=True)
-    (root / f".1.tmp-{host}-{os.getpid()}").mkdir()
+    (root / f".1.tmp-{host}-{os.getppid()}").mkdir()  # a live writer's
     path = saved_model.export_model(result.model, image_shape=(28, 28, 1),
                                     export_dir=str(tmp_path), name="m", warmup_batch_sizes=())
     assert path == root / "1"
-    assert sorted(p.name for p in root.iterdir()) == [f".1.tmp-{host}-{os.getpid()}", "1"]
+    assert sorted(p.name for p in root.iterdir()) == [f".1.tmp-{host}-{os.getppid()}", "1"]
 
 
 def test_without_the_serving_extra_the_export_skips_warmup(trained, tmp_path, monkeypatch,
