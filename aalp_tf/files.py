@@ -5,6 +5,8 @@ before TensorFlow is imported.
 
 - `write_atomically`: a file goes to `.NAME.tmp-HOST-PID` beside it, then one rename puts it in
   place, so readers see the old file or the new one, never half of one.
+- `write_once`: the same for a file that, once written, must not change (the first writer
+  of a study's settings wins).
 - `atomic_folder`: the same for a folder (a SavedModel version): written under the hidden
   temporary name, renamed into place when it is complete. TF Serving, which watches a model
   folder for integer versions, never sees half an export.
@@ -43,6 +45,22 @@ def write_atomically(path, content: Union[str, bytes]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_once(path, content: Union[str, bytes]) -> bool:
+    """Creates the file whole unless it exists, even against a writer racing this one: a hard
+    link of the temporary cannot replace a file. Returns whether this call created it."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    tmp.write_bytes(content.encode() if isinstance(content, str) else content)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    return True
 
 
 @contextlib.contextmanager

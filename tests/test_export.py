@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from aalp_tf import files, signatures
+from aalp_tf import signatures
 from aalp_tf.analysis import model_sources
 from aalp_tf.serving import request_protos, saved_model
 from aalp_tf.config import ExportConfig

@@ -105,3 +105,11 @@ def test_check_writable_refuses_a_file_in_the_way_in_one_line(tmp_path):
                               "folder; accepted: a folder")
     files.check_writable(tmp_path / "new" / "deeper", flag="--model_dir", within=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exports"]  # nothing created
+
+
+def test_write_once_keeps_the_first_writers_file(tmp_path):
+    path = tmp_path / "study" / "settings.json"
+    assert files.write_once(path, "first")
+    assert not files.write_once(path, "second")
+    assert path.read_text() == "first"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["settings.json"]

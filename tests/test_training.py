@@ -104,7 +104,7 @@ def test_a_worker_behind_by_its_first_epoch_makes_the_others_restart_from_ckpt_0
     so the others must step back to the starting weights, which only ckpt-0 still holds."""
     from aalp_tf import distribution
     from aalp_tf.runs import RunFolder
-    from aalp_tf.runs.callbacks import EpochCheckpoint
+    from aalp_tf.experiment.training import EpochCheckpoint
     from aalp_tf.experiment.training import seeded_model
     from aalp_tf.data.datasets import DATASETS
     monkeypatch.setattr(distribution, "is_multi_worker", lambda strategy: True)

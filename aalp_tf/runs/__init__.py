@@ -1,5 +1,6 @@
 """The run folder: its layout, the check that a rerun continues the same run, the epoch it
-exports, and the model rebuilt from it. What writes it during training is runs/callbacks.py.
+exports, and the model rebuilt from it. What writes it during training is the callbacks of
+experiment/training.py.
 
 Layout of `--model_dir`:
     config.json        the resolved RunConfig (written once, of config.FORMAT; a rerun must match)

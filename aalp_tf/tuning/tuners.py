@@ -40,7 +40,7 @@ from aalp_tf.data.datasets import DATASETS, load_arrays, split_sizes
 from aalp_tf.errors import UsageError
 from aalp_tf import runs
 from aalp_tf.registry import Registry
-from aalp_tf.files import write_atomically
+from aalp_tf.files import atomic_folder, write_atomically
 from aalp_tf.runs import RunFolder
 
 PROJECT = "tuner"  # KerasTuner's folder under --model_dir
@@ -188,10 +188,8 @@ def _continue_from(source: pathlib.Path, target: pathlib.Path) -> None:
         return
     target.mkdir(parents=True, exist_ok=True)
     shutil.copy2(source_run.history_path, target_run.history_path)
-    staging = target / ".checkpoints-copy"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source_run.checkpoints, staging)
-    os.replace(staging, target_run.checkpoints)  # whole or absent, if killed meanwhile
+    with atomic_folder(target_run.checkpoints) as staging:  # whole or absent, if killed
+        shutil.copytree(source_run.checkpoints, staging, dirs_exist_ok=True)
 
 
 class TrialsInRunFolders:
