@@ -1,4 +1,4 @@
-"""A training run from a config: the folder -> data -> model -> resume -> fit -> the epoch -> export.
+"""A training run from a config: the folder -> data -> model -> resume -> fit -> export.
 
 This is the one training path: the `train` command, the tests, `compare` and the tuner all go
 through `train` (the tuner hands it the model its HyperModel built with `seeded_model`). Below
@@ -96,8 +96,8 @@ def _check_before_any_work(cfg: RunConfig, *, export_model: bool) -> RunFolder:
 
 
 def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
-          verbose="auto", export_model: bool = True,
-          model: Optional[keras.Model] = None) -> TrainResult:
+          verbose="auto", export_model: bool = True, model: Optional[keras.Model] = None,
+          wait: bool = False) -> TrainResult:
     """Trains (or resumes) the run that `cfg` describes, then exports it once.
 
     Args:
@@ -110,6 +110,7 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
         last epoch is done.
       model: the model `seeded_model(cfg, spec, steps_per_epoch=...)` returned (KerasTuner
         builds it before it trains it); None builds it here.
+      wait: when another process holds the run folder, wait for it instead of refusing.
     """
     run = _check_before_any_work(cfg, export_model=export_model)
     spec = DATASETS.get(cfg.data.dataset)
@@ -123,31 +124,34 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
     chief = distribution.is_chief(strategy)
     if not chief:  # every worker keeps its own checkpoints; only the chief writes the rest
         run = RunFolder(str(distribution.worker_dir(strategy, cfg.train.model_dir)))
-    checkpoint = EpochCheckpoint(run, model, keep=cfg.train.keep_checkpoints,
-                                 export_epoch=cfg.train.export_epoch)
-    first_epoch = checkpoint.restore_agreed(strategy)
-    data = make_data(cfg.data, seed=cfg.train.seed, first_epoch=first_epoch,
-                     epochs=cfg.train.epochs, arrays=arrays)
-    run.write_config(cfg)
-    if first_epoch < cfg.train.epochs:
-        if first_epoch:
-            print(f"resuming {run.root} after epoch {first_epoch} of {cfg.train.epochs}")
-        model.fit(data.train, epochs=cfg.train.epochs, initial_epoch=first_epoch,
-                  steps_per_epoch=data.steps_per_epoch, validation_data=data.val,
-                  # A non-finite loss stops the run before anything records its epoch. The
-                  # analysis probe goes before the checkpoint: a kill between them repeats the
-                  # epoch and rewrites its record.
-                  callbacks=[StopOnNonFinite(run), *training_probe.for_run(cfg, data, run.root),
-                             checkpoint,
-                             keras.callbacks.TensorBoard(str(run.logs)), *callbacks],
-                  shuffle=False,  # the pipeline already orders each epoch by (seed, epoch)
-                  verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose)
-    epoch, reason = export_choice(checkpoint.history, cfg.train.export_epoch)
-    if epoch != checkpoint.history[-1]["epoch"]:
-        run.restore_weights(model, epoch)  # the model of the epoch the run exports
-    export_path = None
-    if export_model and chief:
-        export_path = _export_once(run, model, cfg, spec, epoch=epoch, reason=reason)
+    with run.held(wait=wait):  # one process at a time writes a run folder
+        run.check_continues(cfg)  # again: a process holding it a moment ago may have begun it
+        checkpoint = EpochCheckpoint(run, model, keep=cfg.train.keep_checkpoints,
+                                     export_epoch=cfg.train.export_epoch)
+        first_epoch = checkpoint.restore_agreed(strategy)
+        data = make_data(cfg.data, seed=cfg.train.seed, first_epoch=first_epoch,
+                         epochs=cfg.train.epochs, arrays=arrays)
+        run.write_config(cfg)
+        if first_epoch < cfg.train.epochs:
+            if first_epoch:
+                print(f"resuming {run.root} after epoch {first_epoch} of {cfg.train.epochs}")
+            model.fit(data.train, epochs=cfg.train.epochs, initial_epoch=first_epoch,
+                      steps_per_epoch=data.steps_per_epoch, validation_data=data.val,
+                      # A non-finite loss stops the run before anything records its epoch.
+                      # The analysis probe goes before the checkpoint: a kill between them
+                      # repeats the epoch and rewrites its record.
+                      callbacks=[StopOnNonFinite(run),
+                                 *training_probe.for_run(cfg, data, run.root), checkpoint,
+                                 keras.callbacks.TensorBoard(str(run.logs)), *callbacks],
+                      shuffle=False,  # the pipeline already orders each epoch by (seed, epoch)
+                      verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto"
+                      else verbose)
+        epoch, reason = export_choice(checkpoint.history, cfg.train.export_epoch)
+        if epoch != checkpoint.history[-1]["epoch"]:
+            run.restore_weights(model, epoch)  # the model of the epoch the run exports
+        export_path = None
+        if export_model and chief:
+            export_path = _export_once(run, model, cfg, spec, epoch=epoch, reason=reason)
     return TrainResult(model=model, history=checkpoint.history, run_dir=run.root,
                        export_path=export_path, export_epoch=epoch, reason=reason)
 

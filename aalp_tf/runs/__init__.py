@@ -11,16 +11,21 @@ Layout of `--model_dir`:
                        checkpoint's)
     logs/              TensorBoard event files
     export.json        where the final SavedModel went, which epoch it holds and why
+    lock               flock'ed by the one process training the run; it names that process
 
 A subpackage rather than a core module: a run's model needs its dataset (input shape, classes,
 normalisation), which the data registry knows, so `model_from_run` imports it directly. The flow
 of a training run is experiment/training.py; analysis and serving read run folders through this
 package, so it imports neither of them.
 """
+import contextlib
+import fcntl
 import json
+import os
 import pathlib
 import re
-from typing import Dict, List, NamedTuple, Optional, Tuple
+import socket
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -116,6 +121,36 @@ class RunFolder:
             ).assert_existing_objects_matched()
         return epoch
 
+    @contextlib.contextmanager
+    def held(self, *, wait: bool = False) -> Iterator[None]:
+        """Holds the folder while the block runs, so one process at a time trains it: two would
+        interleave their checkpoints. Another holder is named in one line, or waited for.
+
+        The kernel drops an flock when its process dies, however it dies, so a lock is never
+        left held; the file still names a killed holder, and the next one says it took over.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not wait:
+                    raise UsageError(
+                        f"--model_dir {self.root} is held by {_holder(handle)}, which trains "
+                        "this run now; accepted: the same command once it ends (or with --wait "
+                        "to wait for it), or a new --model_dir") from None
+                print(f"waiting for {self.root}, held by {_holder(handle)}", flush=True)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            left = _holder(handle)
+            if left:
+                print(f"taking over {self.root} from {left}, which is gone", flush=True)
+            _write_holder(handle, f"{socket.gethostname()} PID {os.getpid()}")
+            try:
+                yield
+            finally:
+                _write_holder(handle, "")  # released cleanly: nobody to take over from
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def write_config(self, cfg: RunConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         write_atomically(self.config_path, cfg.to_json())
@@ -129,6 +164,18 @@ class RunFolder:
         if not self.export_record.exists():
             return None
         return json.loads(self.export_record.read_text())
+
+
+def _holder(handle) -> str:
+    handle.seek(0)
+    return handle.read().strip()
+
+
+def _write_holder(handle, holder: str) -> None:
+    handle.seek(0)
+    handle.truncate()
+    handle.write(holder + "\n" if holder else "")
+    handle.flush()
 
 
 EXPORT_METRIC = "val_robust_accuracy"  # what --export_epoch=best maximises
