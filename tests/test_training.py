@@ -293,3 +293,43 @@ def test_a_run_folder_from_before_config_formats_is_refused_in_one_line(tmp_path
     with pytest.raises(UsageError, match=r"^the config was written by another aalp_tf \(format "
                                          r"none, this one reads format 1\); accepted: "):
         RunConfig.from_dict(raw)
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_saying_so_and_its_epoch_trained_again(
+        tmp_path, capsys):
+    """Issue 21: ckpt-2's data file cut in half (a full disk, a bad copy): the rerun resumes from
+    ckpt-1, says which checkpoint it skipped and why, and ends where an unbroken run ends."""
+    straight = train(tiny_config(tmp_path / "straight", "natural", epochs=3), arrays=ARRAYS,
+                     verbose=0, export_model=False)
+    cfg = tiny_config(tmp_path / "run", "natural", epochs=2, train_args={"keep_checkpoints": 0})
+    train(cfg, arrays=ARRAYS, verbose=0, export_model=False)
+    (data,) = (tmp_path / "run" / "checkpoints").glob("ckpt-2.data-*")
+    data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+    capsys.readouterr()
+    resumed = train(cfg.replace(train=dataclasses.replace(cfg.train, epochs=3)), arrays=ARRAYS,
+                    verbose=0, export_model=False)
+    lines = capsys.readouterr().out.splitlines()
+    skipped = [line for line in lines if line.startswith("skipping ")]
+    assert len(skipped) == 1 and skipped[0].startswith(
+        f"skipping {tmp_path / 'run' / 'checkpoints' / 'ckpt-2'}: it does not read back ("), lines
+    assert skipped[0].endswith("); epochs after the next older checkpoint are trained again")
+    assert f"resuming {tmp_path / 'run'} after epoch 1 of 3" in lines
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert resumed.history == straight.history
+    assert json.loads((tmp_path / "run" / "history.json").read_text()) == straight.history
+    for a, b in zip(weights(straight.model), weights(resumed.model)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_run_whose_every_checkpoint_is_damaged_is_refused_in_one_line(tmp_path):
+    cfg = tiny_config(tmp_path / "run", "natural", epochs=1)
+    train(cfg, arrays=ARRAYS, verbose=0, export_model=False)
+    (data,) = (tmp_path / "run" / "checkpoints").glob("ckpt-1.data-*")
+    data.write_bytes(b"")
+    with pytest.raises(UsageError) as err:
+        train(cfg, arrays=ARRAYS, verbose=0, export_model=False)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'run' / 'checkpoints'} holds no checkpoint that "
+                              "reads back (ckpt-1 ("), message
+    assert message.endswith("); accepted: a new --model_dir, or this one with its checkpoints/ "
+                            "moved away to train from the start") and "\n" not in message

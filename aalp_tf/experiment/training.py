@@ -237,18 +237,33 @@ class EpochCheckpoint(keras.callbacks.Callback):
             write_atomically(self.run.history_path, json.dumps(self.history, indent=1))
 
     def restore(self) -> int:
-        """Loads the latest checkpoint, if any; returns the number of completed epochs.
+        """Loads the newest checkpoint that reads back, if any; returns its epoch.
 
-        First removes what a kill during a save left behind, and brings history.json up to the
-        checkpoint.
+        First removes what a kill during a save left behind; then skips, saying so in one line
+        each, checkpoints that do not read back (a truncated file, a bad disk block): their
+        epochs are trained again. history.json is brought in line with the checkpoint loaded.
         """
         remove_abandoned(self.run.root)
         remove_abandoned(self.run.checkpoints)
-        latest = self.manager.latest_checkpoint
-        done = self._load(latest) if latest else 0
-        if latest:
+        kept = self.run.epoch_checkpoints()
+        damaged = []
+        for epoch in sorted(kept, reverse=True):
+            try:
+                done = self._load(kept[epoch])
+            except (tf.errors.OpError, IndexError, ValueError) as err:
+                reason = (str(err).strip().splitlines() or [""])[0][:200]
+                damaged.append(f"ckpt-{epoch} ({type(err).__name__}: {reason})")
+                print(f"skipping {kept[epoch]}: it does not read back ({type(err).__name__}: "
+                      f"{reason}); epochs after the next older checkpoint are trained again",
+                      flush=True)
+                continue
             self._write_history()
-        return done
+            return done
+        if damaged:
+            raise UsageError(f"{self.run.checkpoints} holds no checkpoint that reads back ("
+                             f"{'; '.join(damaged[:3])}); accepted: a new --model_dir, or this "
+                             "one with its checkpoints/ moved away to train from the start")
+        return 0
 
     def restore_agreed(self, strategy) -> int:
         """`restore`, then step back to the epoch every worker has (multi-worker runs).
