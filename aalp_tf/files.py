@@ -14,9 +14,11 @@ before TensorFlow is imported.
   wrote it, so one left by a dead writer can be told apart from one still being written, also
   when several hosts share a folder. TensorFlow's checkpoint temporaries (`ckpt-N_temp/`,
   `checkpoint.tmp*`) carry no writer: a finished save never leaves them behind.
-- `check_writable`: a folder refused in one line before any work, rather than after it.
+- `check_writable`: a folder refused in one line before any work, rather than after it;
+  `disk_full` / `refuse_full_disk`: a write that ran out of space, reported in one line.
 """
 import contextlib
+import errno
 import os
 import pathlib
 import shutil
@@ -120,6 +122,32 @@ def remove_abandoned(folder) -> List[pathlib.Path]:
     for path in removed:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     return sorted(removed)
+
+
+class DiskFull(UsageError):
+    """A write failed for want of space: reported in one line (the folder, what was needed),
+    like bad input, since the remedy is the user's; what was written stays resumable."""
+
+
+def disk_full(err: BaseException) -> bool:
+    """Whether a failed write failed for want of space: ENOSPC (or a quota), or TensorFlow's
+    ResourceExhaustedError for it (the checkpoint and SavedModel writers)."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return type(err).__name__ == "ResourceExhaustedError" and "space" in str(err).lower()
+
+
+def refuse_full_disk(folder, *, flag: str, needed: int, what: str, then: str) -> DiskFull:
+    """The one line of a full disk: the folder, what the write needed, what is free, and how
+    to go on."""
+    folder = pathlib.Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    return DiskFull(f"the disk of {flag} {folder} is full: {what} needs about "
+                    f"{needed / 2 ** 20:.1f} MB and {free / 2 ** 20:.1f} MB are free; accepted: "
+                    f"free space there (or copy the folder to a disk with room), then {then}")
 
 
 def check_writable(path, *, flag: str, within: bool = False) -> None:

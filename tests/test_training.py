@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -333,3 +334,49 @@ def test_a_run_whose_every_checkpoint_is_damaged_is_refused_in_one_line(tmp_path
                               "reads back (ckpt-1 ("), message
     assert message.endswith("); accepted: a new --model_dir, or this one with its checkpoints/ "
                             "moved away to train from the start") and "\n" not in message
+
+
+def test_a_full_disk_is_one_line_and_the_folder_resumes(tmp_path, monkeypatch):
+    """Issue 21, by injection: epoch 2's checkpoint meets a full disk (TensorFlow's
+    ResourceExhaustedError), then the export does (ENOSPC); each is one line naming the folder,
+    and the same command then finishes with every epoch once and one export."""
+    import errno
+
+    from aalp_tf import signatures
+    from aalp_tf.files import DiskFull
+    cfg = tiny_config(tmp_path / "run", "natural", epochs=2)
+    save = tf.train.CheckpointManager.save
+
+    def full_at_epoch_2(manager, checkpoint_number=None, **kwargs):
+        if checkpoint_number == 2:
+            raise tf.errors.ResourceExhaustedError(
+                None, None, "{{function_node __wrapped__SaveV2_dtypes_30_device_/job:localhost}}"
+                " ckpt-2_temp/part-00000-of-00001.data-00000-of-00001.tempstate; No space left "
+                "on device [Op:SaveV2]")
+        return save(manager, checkpoint_number=checkpoint_number, **kwargs)
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", full_at_epoch_2)
+    with pytest.raises(DiskFull) as err:
+        train(cfg, arrays=ARRAYS, verbose=0)
+    assert re.fullmatch(
+        rf"the disk of --model_dir {re.escape(str(tmp_path / 'run'))} is full: a checkpoint "
+        r"needs about \d+\.\d MB and \d+\.\d MB are free; accepted: free space there \(or copy "
+        r"the folder to a disk with room\), then run the same command again to resume",
+        str(err.value)), str(err.value)
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
+
+    write_into = signatures.write_into
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(signatures, "write_into", no_space)
+    with pytest.raises(DiskFull, match=r"^the disk of --export_dir .*run_exports/mnist_natural "
+                                       r"is full: the SavedModel needs about "):
+        train(cfg, arrays=ARRAYS, verbose=0)
+    monkeypatch.setattr(signatures, "write_into", write_into)
+    assert [h["epoch"] for h in json.loads((tmp_path / "run/history.json").read_text())] == [1, 2]
+
+    done = train(cfg, arrays=ARRAYS, verbose=0)
+    assert [h["epoch"] for h in done.history] == [1, 2]
+    assert sorted(p.name for p in done.export_path.parent.iterdir()) == ["1"]

@@ -20,6 +20,7 @@ import sys
 from typing import List, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from aalp_tf import distribution
@@ -29,7 +30,8 @@ from aalp_tf.config import RunConfig, check_export_epoch
 from aalp_tf.data.readers import ArraySplits
 from aalp_tf.data.datasets import DATASETS, load_arrays, make_data, split_sizes
 from aalp_tf.errors import TrainingDiverged, UsageError
-from aalp_tf.files import check_writable, remove_abandoned, write_atomically
+from aalp_tf.files import (check_writable, disk_full, refuse_full_disk, remove_abandoned,
+                           write_atomically)
 from aalp_tf.runs import EXPORT_METRIC, RunFolder, export_choice
 from aalp_tf.trainer import build_model
 
@@ -131,29 +133,54 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
         first_epoch = checkpoint.restore_agreed(strategy)
         data = make_data(cfg.data, seed=cfg.train.seed, first_epoch=first_epoch,
                          epochs=cfg.train.epochs, arrays=arrays)
-        run.write_config(cfg)
-        if first_epoch < cfg.train.epochs:
-            if first_epoch:
-                print(f"resuming {run.root} after epoch {first_epoch} of {cfg.train.epochs}")
-            model.fit(data.train, epochs=cfg.train.epochs, initial_epoch=first_epoch,
-                      steps_per_epoch=data.steps_per_epoch, validation_data=data.val,
-                      # A non-finite loss stops the run before anything records its epoch.
-                      # The analysis probe goes before the checkpoint: a kill between them
-                      # repeats the epoch and rewrites its record.
-                      callbacks=[StopOnNonFinite(run),
-                                 *training_probe.for_run(cfg, data, run.root), checkpoint,
-                                 keras.callbacks.TensorBoard(str(run.logs)), *callbacks],
-                      shuffle=False,  # the pipeline already orders each epoch by (seed, epoch)
-                      verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto"
-                      else verbose)
+        try:
+            run.write_config(cfg)
+            _fit(model, cfg, run, data, first_epoch, [checkpoint, *callbacks], verbose)
+        except Exception as err:  # a full disk leaves the folder at its last checkpoint
+            if not disk_full(err):
+                raise
+            raise refuse_full_disk(run.root, flag="--model_dir", needed=_bytes(
+                model.weights + model.optimizer.variables), what="a checkpoint",
+                then="run the same command again to resume") from None
         epoch, reason = export_choice(checkpoint.history, cfg.train.export_epoch)
         if epoch != checkpoint.history[-1]["epoch"]:
             run.restore_weights(model, epoch)  # the model of the epoch the run exports
         export_path = None
         if export_model and chief:
-            export_path = _export_once(run, model, cfg, spec, epoch=epoch, reason=reason)
+            try:
+                export_path = _export_once(run, model, cfg, spec, epoch=epoch, reason=reason)
+            except Exception as err:  # an export is written whole or not at all
+                if not disk_full(err):
+                    raise
+                raise refuse_full_disk(
+                    pathlib.Path(cfg.train.export_dir) / cfg.export_name, flag="--export_dir",
+                    needed=_bytes(model.weights), what="the SavedModel",
+                    then="run the same command again to export") from None
     return TrainResult(model=model, history=checkpoint.history, run_dir=run.root,
                        export_path=export_path, export_epoch=epoch, reason=reason)
+
+
+def _bytes(variables) -> int:
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+
+
+def _fit(model, cfg: RunConfig, run: RunFolder, data, first_epoch: int, callbacks,
+         verbose) -> None:
+    """Trains the epochs from `first_epoch` on; `callbacks` start with the EpochCheckpoint."""
+    if first_epoch >= cfg.train.epochs:
+        return
+    if first_epoch:
+        print(f"resuming {run.root} after epoch {first_epoch} of {cfg.train.epochs}")
+    model.fit(data.train, epochs=cfg.train.epochs, initial_epoch=first_epoch,
+              steps_per_epoch=data.steps_per_epoch, validation_data=data.val,
+              # A non-finite loss stops the run before anything records its epoch. The
+              # analysis probe goes before the checkpoint: a kill between them repeats the
+              # epoch and rewrites its record.
+              callbacks=[StopOnNonFinite(run), *training_probe.for_run(cfg, data, run.root),
+                         callbacks[0], keras.callbacks.TensorBoard(str(run.logs)),
+                         *callbacks[1:]],
+              shuffle=False,  # the pipeline already orders each epoch by (seed, epoch)
+              verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose)
 
 
 def _export_once(run: RunFolder, model, cfg: RunConfig, spec, *, epoch: int,
