@@ -16,7 +16,7 @@ def main(argv):
     cli.reject_positional(argv)
     cfg = analysis_config_from_flags()
     from aalp_tf.analysis import runner  # after flag parsing: --help stays fast
-    from aalp_tf.runs import check_writable
+    from aalp_tf.files import check_writable
 
     runner.select(cfg.what)  # reject a bad name before loading anything
     check_writable(cfg.out, flag="--out")  # in seconds, not after the attacks

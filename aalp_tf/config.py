@@ -10,7 +10,7 @@ rules.py), so no config out of range exists: the command line, a config.json rea
 """
 import dataclasses
 import json
-from typing import Optional
+from typing import List, Optional
 
 from aalp_tf import rules
 from aalp_tf.errors import UsageError
@@ -149,16 +149,36 @@ class TrainConfig:
               "ops); received: --jit_compile with --deterministic")
 
 
-# Fields added after run folders were first written, whose default differs from what the code
-# before them did: a config.json without the field was made by that code.
-OLDER_VALUES = {("train", "export_epoch"): "last"}  # every run exported its last epoch
+# config.json's format. A config.json of another format (or of none: written before formats)
+# is refused, rather than read with guesses at what the code of its day did; bump it when a
+# field is added, renamed or changes its meaning.
+FORMAT = 1
 
 
-def older_value(part: str, field: dataclasses.Field):
-    """The value of `field` of config part `part` for a config written before it existed."""
-    if (part, field.name) in OLDER_VALUES:
-        return OLDER_VALUES[(part, field.name)]
-    return field.default
+class _Absent:
+    def __repr__(self):
+        return "absent"
+
+
+ABSENT = _Absent()  # a leaf one side of `differences` lacks
+
+
+def differences(old: dict, new: dict, *, may_change=(), prefix: str = "") -> List[str]:
+    """`a.b: old -> new` for every leaf of two settings trees that differs (nested dicts as
+    dotted names; a leaf one side lacks is `absent`), except the dotted names in `may_change`.
+    The one comparison behind every "holds other settings" refusal (run folders, searches,
+    studies)."""
+    found = []
+    for key in list(old) + [k for k in new if k not in old]:
+        name = f"{prefix}{key}"
+        if name in may_change:
+            continue
+        before, after = old.get(key, ABSENT), new.get(key, ABSENT)
+        if isinstance(before, dict) and isinstance(after, dict):
+            found += differences(before, after, may_change=may_change, prefix=f"{name}.")
+        elif before != after:
+            found.append(f"{name}: {before!r} -> {after!r}")
+    return found
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,18 +201,22 @@ class RunConfig:
         return self.train.export_name or f"{self.data.dataset}_{self.method.name}"
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        return json.dumps({"format": FORMAT, **dataclasses.asdict(self)}, indent=2,
+                          sort_keys=True)
 
     @classmethod
     def from_dict(cls, raw: dict) -> "RunConfig":
-        """The config a config.json describes; a field it lacks (it was written before the
-        field existed) takes the value that reproduces what that code did (`older_value`)."""
+        """The config a config.json of this FORMAT describes; one of another format, or of
+        none, is refused in one line that says what to do."""
+        if raw.get("format") != FORMAT:
+            raise UsageError(
+                f"the config was written by another aalp_tf (format {raw.get('format', 'none')}"
+                f", this one reads format {FORMAT}); accepted: a config of format {FORMAT}: "
+                "train again into a new folder, or use the aalp_tf that wrote it")
         kinds = {"data": DataConfig, "model": ModelConfig, "method": MethodConfig,
                  "attack": AttackConfig, "train": TrainConfig}
         try:
-            return cls(**{name: kinds[name](**{
-                **{f.name: older_value(name, f) for f in dataclasses.fields(kinds[name])
-                   if (name, f.name) in OLDER_VALUES}, **raw[name]}) for name in kinds})
+            return cls(**{name: kinds[name](**raw[name]) for name in kinds})
         except (KeyError, TypeError) as err:
             raise UsageError(f"config is not an aalp_tf run config: {err}") from None
 

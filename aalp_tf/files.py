@@ -1,20 +1,38 @@
-"""Writing a file so that a kill at any moment leaves either the old file or the new one whole.
+"""The one way aalp_tf writes files: whole or not at all, whatever kills the writer.
 
 No TensorFlow here: the study's cell files (`comparison.cells`) are written by code that runs
-before TensorFlow is imported, and run folders (`runs`) are written by the trainer.
+before TensorFlow is imported.
 
-A write goes to `.NAME.tmp-HOST-PID` beside the file, then one rename puts it in place. The
-name says which process wrote it, so a temporary left by a killed writer can be told apart from
-one still being written (`writer_gone`), also when several hosts share one folder.
+- `write_atomically`: a file goes to `.NAME.tmp-HOST-PID` beside it, then one rename puts it in
+  place, so readers see the old file or the new one, never half of one.
+- `write_once`: the same for a file that, once written, must not change (the first writer
+  of a study's settings wins).
+- `atomic_folder`: the same for a folder (a SavedModel version): written under the hidden
+  temporary name, renamed into place when it is complete. TF Serving, which watches a model
+  folder for integer versions, never sees half an export.
+- `remove_abandoned`: what a killed writer leaves. The temporary's name says which process
+  wrote it, so one left by a dead writer can be told apart from one still being written, also
+  when several hosts share a folder. TensorFlow's checkpoint temporaries (`ckpt-N_temp/`,
+  `checkpoint.tmp*`) carry no writer: a finished save never leaves them behind.
+- `check_writable`: a folder refused in one line before any work, rather than after it;
+  `disk_full` / `refuse_full_disk`: a write that ran out of space, reported in one line.
 """
+import contextlib
+import errno
 import os
 import pathlib
+import shutil
 import socket
-from typing import Union
+from typing import Iterator, List, Union
+
+from aalp_tf.errors import UsageError
+
+_TEMPORARY = ".tmp-"  # .NAME.tmp-HOST-PID
 
 
 def temporary_path(path: pathlib.Path) -> pathlib.Path:
-    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    """`.NAME.tmp-HOST-PID` beside `path`: hidden, and not an integer (TF Serving skips it)."""
+    return path.with_name(f".{path.name}{_TEMPORARY}{socket.gethostname()}-{os.getpid()}")
 
 
 def write_atomically(path, content: Union[str, bytes]) -> None:
@@ -31,17 +49,122 @@ def write_atomically(path, content: Union[str, bytes]) -> None:
         raise
 
 
+def write_once(path, content: Union[str, bytes]) -> bool:
+    """Creates the file whole unless it exists, even against a writer racing this one: a hard
+    link of the temporary cannot replace a file. Returns whether this call created it."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    tmp.write_bytes(content.encode() if isinstance(content, str) else content)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    return True
+
+
+@contextlib.contextmanager
+def atomic_folder(path) -> Iterator[pathlib.Path]:
+    """Yields a temporary folder to fill; renames it to `path` when the block ends, or removes
+    it when the block fails. Never replaces a folder: FileExistsError if `path` exists (also
+    when another writer took it meanwhile: the rename itself refuses then)."""
+    final = pathlib.Path(path)
+    if final.exists():
+        raise FileExistsError(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(final)
+    shutil.rmtree(tmp, ignore_errors=True)  # named by our host and PID: ours to replace
+    try:
+        tmp.mkdir()
+        yield tmp
+        try:
+            os.rename(tmp, final)  # atomic; refuses a non-empty folder in the way
+        except OSError:
+            if final.exists():
+                raise FileExistsError(final) from None
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def writer_gone(name: str) -> bool:
     """Whether a `.NAME.tmp-HOST-PID` temporary was left by a process of this host that is gone
     (a temporary of another host, or of a live process, is not ours to remove)."""
-    host_pid = name.rsplit(".tmp-", 1)[-1]
+    host_pid = name.rsplit(_TEMPORARY, 1)[-1]
     host, _, pid = host_pid.rpartition("-")
     if host != socket.gethostname() or not pid.isdigit():
         return False
+    return not process_alive(int(pid))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host runs (one of another user counts as running)."""
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:
         return False
-    return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_abandoned(folder) -> List[pathlib.Path]:
+    """Removes, in `folder` (not below it), the temporaries killed writers left: ours whose
+    writer is gone, and TensorFlow's checkpoint temporaries. Returns what it removed."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = [p for p in folder.glob(f".*{_TEMPORARY}*") if writer_gone(p.name)]
+    removed += [p for p in folder.glob("*_temp") if p.is_dir()]
+    removed += [p for p in folder.glob("checkpoint.tmp*") if p.is_file()]
+    for path in removed:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return sorted(removed)
+
+
+class DiskFull(UsageError):
+    """A write failed for want of space: reported in one line (the folder, what was needed),
+    like bad input, since the remedy is the user's; what was written stays resumable."""
+
+
+def disk_full(err: BaseException) -> bool:
+    """Whether a failed write failed for want of space: ENOSPC (or a quota), or TensorFlow's
+    ResourceExhaustedError for it (the checkpoint and SavedModel writers)."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return type(err).__name__ == "ResourceExhaustedError" and "space" in str(err).lower()
+
+
+def refuse_full_disk(folder, *, flag: str, needed: int, what: str, then: str) -> DiskFull:
+    """The one line of a full disk: the folder, what the write needed, what is free, and how
+    to go on."""
+    folder = pathlib.Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    return DiskFull(f"the disk of {flag} {folder} is full: {what} needs about "
+                    f"{needed / 2 ** 20:.1f} MB and {free / 2 ** 20:.1f} MB are free; accepted: "
+                    f"free space there (or copy the folder to a disk with room), then {then}")
+
+
+def check_writable(path, *, flag: str, within: bool = False) -> None:
+    """Refuses, in one line, a folder this process could not create or write into.
+
+    Nothing is created: the folder, or else the nearest part of its path that exists, must be
+    a folder this process may write into; `within` also checks every folder inside it.
+    """
+    path = existing = pathlib.Path(path)
+    while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
+        existing = existing.parent
+    folders = [existing]
+    if within and existing == path:  # it exists, and so may folders inside it
+        folders += [p for p in path.rglob("*") if p.is_dir()]
+    for folder in folders:
+        if not folder.is_dir():
+            raise UsageError(f"{flag} {path}: {folder} is not a folder; accepted: a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag} {path} is not writable ({folder}: permission denied); "
+                             "accepted: a folder this user may write into")

@@ -12,18 +12,12 @@ batch (the optimizer sums gradients across replicas).
 import keras
 import tensorflow as tf
 
-from aalp_tf import adversaries, attacks, awp, distribution, losses, rules, schedules
+from aalp_tf import adversaries, attacks, awp, distribution, losses, rules, schedules, signatures
 from aalp_tf.config import AttackConfig, MethodConfig, RunConfig
 from aalp_tf.errors import invalid_argument
 from aalp_tf.layers import GuidedDropout, feature_contribution
 from aalp_tf.methods import ADV, CLEAN, METHODS
 from aalp_tf.models import build_backbone
-from aalp_tf.registry import Registry
-
-# model.export's writers by format. serving/saved_model.py adds "tf_saved_model" (TF Serving's
-# signatures, shape guards and warm-up records) when it is imported, as `import aalp_tf` and
-# every command that exports do: the core may not import a subpackage.
-EXPORT_FORMATS = Registry("export format")
 
 
 # The arguments' rules are the settings' own (rules.py), which the configs check too; these two
@@ -227,11 +221,12 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
                **kwargs):
-        """Writes the SavedModel `python -m aalp_tf.train` writes at `filepath`, a version
-        folder that does not exist yet (TF Serving's layout, e.g. saved_models/my_model/1):
-        `serving_default` (float32 images in [0, 1]) and `predict_uint8`, with their shape
-        guards and warm-up records (kwarg `warmup_batch_sizes`, default (1,)), no optimizer
-        state; returns the path. Other formats go to Keras' own export."""
+        """Writes the SavedModel `python -m aalp_tf.train` exports at `filepath`, a folder that
+        does not exist yet: `serving_default` (float32 images in [0, 1]) and `predict_uint8`,
+        with their shape and pixel guards, the model's RunConfig when it was built from one,
+        no optimizer state (aalp_tf.signatures); returns the path. TF Serving's versions and
+        warm-up records: aalp_tf.serving.saved_model.export_model. Other formats go to Keras'
+        own export."""
         if format != "tf_saved_model":
             return super().export(filepath, format=format, verbose=verbose,
                                   input_signature=input_signature, **kwargs)
@@ -239,7 +234,14 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
             raise invalid_argument("input_signature", "None: the signatures take images [N, "
                                    "H, W, C] of the shape the model was built with",
                                    f"input_signature={input_signature!r}")
-        return EXPORT_FORMATS.get("tf_saved_model")(self, filepath, verbose=verbose, **kwargs)
+        for name, value in kwargs.items():
+            raise invalid_argument(name, "no other argument for format=\"tf_saved_model\"",
+                                   f"{name}={value!r}")
+        config = self.run_config.to_json() if self.run_config is not None else None
+        path = signatures.write(self, filepath, image_shape=self.image_shape, config_json=config)
+        if verbose:
+            print(f"exported SavedModel: {path}")
+        return path
 
     @property
     def image_shape(self) -> tuple:

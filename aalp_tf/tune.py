@@ -18,7 +18,7 @@ from aalp_tf.cli import tune_config_from_flags
 def main(argv):
     cli.reject_positional(argv)
     cfg = tune_config_from_flags()
-    from aalp_tf.runs import check_writable
+    from aalp_tf.files import check_writable
     from aalp_tf.tuning import tuners  # after flag parsing: --help stays fast
 
     # In seconds, not after the search: the search folder holds every trial's run folder.

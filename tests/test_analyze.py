@@ -1,5 +1,4 @@
 """The training probe's records, and `analyze` over run folders and SavedModels end to end."""
-import dataclasses
 import json
 import shutil
 
@@ -8,10 +7,9 @@ import pytest
 
 from aalp_tf.analysis import model_sources, probes, quantities, training_probe
 from aalp_tf.analysis.runner import run_all
-from aalp_tf.config import AnalysisConfig, AttackConfig, DataConfig, RunConfig
+from aalp_tf.config import AnalysisConfig, AttackConfig, DataConfig
 from aalp_tf.data.datasets import DATASETS
 from aalp_tf.errors import UsageError
-from aalp_tf.runs import RunFolder
 from aalp_tf.experiment.training import train
 from tests.helpers.dataset_files import write_mnist_files
 from tests.helpers.commands import assert_one_line_error, command
@@ -58,16 +56,6 @@ def test_a_run_with_the_probe_trains_exactly_as_one_without(trained, tmp_path):
                   verbose=0, export_model=False)
     assert plain.history == with_probe.history
     assert not (tmp_path / "plain" / "analysis").exists()
-
-
-def test_configs_written_before_the_probe_existed_still_load_and_resume(trained, tmp_path):
-    cfg, _ = trained
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, model_dir=str(tmp_path)))
-    old = json.loads(cfg.to_json())
-    del old["train"]["analysis_probe"]
-    assert RunConfig.from_dict(old).train.analysis_probe == 0
-    (tmp_path / "config.json").write_text(json.dumps(old))
-    RunFolder(str(tmp_path)).check_continues(cfg)  # does not raise
 
 
 def test_analyze_writes_every_figure_and_table(trained, tmp_path, capsys):

@@ -14,6 +14,7 @@ import shutil
 import matplotlib.image
 import pytest
 
+from aalp_tf.config import differences
 from aalp_tf.comparison import cells as cell_files
 from aalp_tf.comparison import config as comparison_config
 from aalp_tf.comparison import report, statistics
@@ -87,11 +88,28 @@ def test_a_cell_from_older_code_is_read_with_defaults_for_what_it_lacks(tmp_path
     record = {"cell": "alp-seed2", "method": "alp", "seed": 2, "config": old,
               "evaluation": {"examples": {"clean": 32, "pgd3": 32, "apgd-ce5": 16},
                              "epsilon": 0.3, "step_size": 0.01, "restarts": 1, "seed": 0}}
-    assert comparison_config.differences(comparison_config.cell_settings(record), settings) == []
+    assert differences(comparison_config.cell_settings(record), settings) == []
     old["model"]["sync_batchnorm"] = True
     record["evaluation"]["step_size"] = 0.02
-    assert comparison_config.differences(comparison_config.cell_settings(record), settings) == [
+    assert differences(comparison_config.cell_settings(record), settings) == [
         "training.model.sync_batchnorm: True -> False", "evaluation.step_size: 0.02 -> 0.01"]
+
+
+def test_the_committed_study_cells_are_adopted_by_their_settings():
+    """benchmarks/results/mnist_seeds: every finished cell (written before --export_epoch and
+    other fields existed) has the study's settings, so a rerun of the study adopts them."""
+    study = pathlib.Path(__file__).resolve().parents[1] / "benchmarks/results/mnist_seeds"
+    settings = json.loads((study / cell_files.SETTINGS).read_text())
+    records = sorted((study / "cells").glob("*.json"))
+    assert len(records) >= 12
+    for path in records:
+        record = json.loads(path.read_text())
+        assert differences(comparison_config.cell_settings(record), settings) == [], path.name
+    # The adoption is a comparison that can fail: another budget is a difference.
+    record["config"]["train"]["epochs"] += 1
+    assert differences(comparison_config.cell_settings(record), settings) == [
+        f"training.train.epochs: {record['config']['train']['epochs']} -> "
+        f"{settings['training']['train']['epochs']}"]
 
 
 def test_a_running_cell_is_locked_until_it_ends(tmp_path):

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from aalp_tf import signatures
 from aalp_tf.analysis import model_sources
 from aalp_tf.serving import request_protos, saved_model
 from aalp_tf.config import ExportConfig
@@ -148,7 +150,7 @@ def signature_shapes(path):
 
 
 def test_model_export_writes_the_savedmodel_training_wrote(trained, tmp_path):
-    result, _, _ = trained
+    result, cfg, _ = trained
     path = result.model.export(tmp_path / "mnist_aalp" / "1")
     cli = result.export_path
     assert signature_shapes(path) == signature_shapes(cli)
@@ -161,12 +163,14 @@ def test_model_export_writes_the_savedmodel_training_wrote(trained, tmp_path):
     def names(folder):
         return [n for n, _ in tf.train.list_variables(str(folder / "variables/variables"))]
 
-    # The run's config and the same warm-up requests; training's export also records the run
-    # and epoch it came from (so a rerun finds it), which a model exported by hand has not.
+    # The run's config; training's export (TF Serving's layout) also records the run and epoch
+    # it came from (so a rerun finds it) and TF Serving's warm-up requests, which belong to a
+    # served version, not to the SavedModel the core writes.
     from_run = extra(cli)
     source = json.loads(from_run.pop(saved_model.SOURCE_ASSET))
     assert source["epochs"] == 2 and source["epoch"] in (1, 2) and source["run"].endswith("run")
-    assert extra(path) == from_run
+    assert from_run.pop(saved_model.WARMUP_ASSET)  # records: test_warmup_records_... below
+    assert extra(path) == from_run == {signatures.CONFIG_ASSET: cfg.to_json().encode()}
     assert names(path) == names(cli)
     assert not [n for n in names(cli) if "optimizer" in n]  # a SavedModel is for inference
     np.testing.assert_allclose(tf2_outputs(path, "serving_default", X)["logits"],
@@ -208,7 +212,7 @@ def test_a_second_export_of_the_run_gets_the_next_version_and_any_checkpoint(tra
                                after_epoch[1], atol=1e-5)
     np.testing.assert_allclose(tf2_outputs(latest, "serving_default", X)["logits"],
                                after_epoch[2], atol=1e-5)
-    assert json.loads((latest / "assets.extra" / saved_model.CONFIG_ASSET).read_text()) == json.loads(
+    assert json.loads((latest / "assets.extra" / signatures.CONFIG_ASSET).read_text()) == json.loads(
         cfg.to_json())
 
     with pytest.raises(UsageError) as err:
@@ -282,16 +286,20 @@ def test_a_model_with_a_non_finite_weight_is_not_exported(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_killed_exports_leftover_is_removed_by_the_next_export(tmp_path):
-    """kill -9 mid-write leaves .tmp-<version>-<pid>; the next export removes it when that
+def test_a_killed_exports_leftover_is_removed_by_the_next_export(trained, tmp_path):
+    """kill -9 mid-write leaves .<version>.tmp-HOST-PID; the next export removes it when that
     process is gone, and leaves a live writer's folder alone."""
+    result, _, _ = trained
     root = tmp_path / "m"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait(timeout=30)
-    (root / f".tmp-1-{dead.pid}" / "variables").mkdir(parents=True)
-    (root / f".tmp-1-{os.getpid()}").mkdir()
-    assert saved_model.remove_abandoned_temporaries(root) == [root / f".tmp-1-{dead.pid}"]
-    assert sorted(p.name for p in root.iterdir()) == [f".tmp-1-{os.getpid()}"]
+    host = socket.gethostname()
+    (root / f".1.tmp-{host}-{dead.pid}" / "variables").mkdir(parents=True)
+    (root / f".1.tmp-{host}-{os.getppid()}").mkdir()  # a live writer's
+    path = saved_model.export_model(result.model, image_shape=(28, 28, 1),
+                                    export_dir=str(tmp_path), name="m", warmup_batch_sizes=())
+    assert path == root / "1"
+    assert sorted(p.name for p in root.iterdir()) == [f".1.tmp-{host}-{os.getppid()}", "1"]
 
 
 def test_without_the_serving_extra_the_export_skips_warmup(trained, tmp_path, monkeypatch,

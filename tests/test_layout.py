@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "aalp_tf"
 CORE = {"config", "registry", "errors", "files", "layers", "models", "losses", "attacks",
-        "methods", "trainer", "runs", "distribution", "adversaries", "awp", "schedules",
+        "methods", "trainer", "signatures", "distribution", "adversaries", "awp", "schedules",
         "overfitting", "rules"}
 API = "aalp_tf"  # the package's __init__
 COMMANDS = {"cli", "train", "evaluate", "tune", "analyze", "export", "compare"}
@@ -148,3 +148,13 @@ def test_nothing_below_the_api_imports_it_and_the_api_imports_the_library():
     edges = graph()
     assert sorted(short(name) for name, deps in edges.items() if API in deps) == []
     assert {"aalp_tf.trainer", "aalp_tf.evaluation.robustness"} <= edges[API]
+
+
+def test_evaluation_reads_models_without_the_trainer_the_run_folder_or_serving():
+    """Evaluation attacks what others wrote (a SavedModel, a model object): it loads them
+    itself (evaluation/loading.py) rather than through the code that makes them."""
+    wrong = sorted(f"{short(name)} -> {short(dep)}" for name, deps in graph().items()
+                   if layer(name) == "evaluation" for dep in deps
+                   if dep == "aalp_tf.trainer" or layer(dep) in ("runs", "serving"))
+    assert wrong == []
+

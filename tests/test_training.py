@@ -1,12 +1,13 @@
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from aalp_tf.errors import UsageError
-from aalp_tf.serving.saved_model import load_serving_logits
+from aalp_tf.evaluation.loading import load_serving_logits
 from aalp_tf.experiment.training import train
 from tests.helpers.tiny import tiny_arrays, tiny_config
 
@@ -103,7 +104,8 @@ def test_a_worker_behind_by_its_first_epoch_makes_the_others_restart_from_ckpt_0
     """The multi-worker case CI met: one worker was killed before its first checkpoint landed,
     so the others must step back to the starting weights, which only ckpt-0 still holds."""
     from aalp_tf import distribution
-    from aalp_tf.runs import EpochCheckpoint, RunFolder
+    from aalp_tf.runs import RunFolder
+    from aalp_tf.experiment.training import EpochCheckpoint
     from aalp_tf.experiment.training import seeded_model
     from aalp_tf.data.datasets import DATASETS
     monkeypatch.setattr(distribution, "is_multi_worker", lambda strategy: True)
@@ -223,7 +225,6 @@ def test_export_choice_says_why_in_words():
 
 
 def test_export_epoch_best_exports_the_best_epoch_and_keeps_its_checkpoint(overfit_run):
-    from aalp_tf.data.datasets import DATASETS
     from aalp_tf.runs import RunFolder, model_from_run
     _, cfg, result = overfit_run
     robust = [h["val_robust_accuracy"] for h in result.history]
@@ -240,8 +241,8 @@ def test_export_epoch_best_exports_the_best_epoch_and_keeps_its_checkpoint(overf
     # --keep_checkpoints=1 kept the last epoch's checkpoint and the best one.
     assert sorted(run.epoch_checkpoints()) == [best["epoch"], 3]
     x = tf.constant(ARRAYS.x_test / 255.0, tf.float32)
-    chosen = model_from_run(cfg.train.model_dir, datasets=DATASETS, epoch=best["epoch"]).model
-    last = model_from_run(cfg.train.model_dir, datasets=DATASETS, epoch=3).model
+    chosen = model_from_run(cfg.train.model_dir, epoch=best["epoch"]).model
+    last = model_from_run(cfg.train.model_dir, epoch=3).model
     logits_fn, _ = load_serving_logits(str(result.export_path))
     np.testing.assert_allclose(logits_fn(x), chosen(x), atol=1e-5)
     np.testing.assert_allclose(result.model(x), chosen(x), atol=1e-6)
@@ -269,11 +270,113 @@ def test_export_epoch_best_without_a_validation_slice_is_refused_before_any_work
     assert not (tmp_path / "run").exists()
 
 
-def test_a_config_json_from_before_the_new_fields_reads_as_that_code_behaved(tmp_path):
-    # Runs written before --export_epoch existed exported their last epoch (config.OLDER_VALUES);
-    # the other new fields take their defaults.
+def test_a_run_folder_from_before_config_formats_is_refused_in_one_line(tmp_path):
+    """A config.json without the format (or of another) is not read with guesses at what the
+    code of its day did: resuming, exporting or analysing it is refused, the folder kept."""
     from aalp_tf.config import RunConfig
-    raw = json.loads(tiny_config(tmp_path / "run").to_json())
-    del raw["train"]["export_epoch"], raw["model"]["depth"], raw["model"]["widen_factor"]
-    cfg = RunConfig.from_dict(raw)
-    assert (cfg.train.export_epoch, cfg.model.depth, cfg.model.widen_factor) == ("last", 0, 0)
+    from aalp_tf.runs import model_from_run
+    cfg = tiny_config(tmp_path / "run", "natural")
+    train(cfg, arrays=ARRAYS, verbose=0, export_model=False)
+    path = tmp_path / "run" / "config.json"
+    raw = json.loads(path.read_text())
+    assert raw["format"] == 1 and RunConfig.from_dict(raw) == cfg
+    del raw["format"]
+    path.write_text(json.dumps(raw))
+    message = (f"--model_dir {tmp_path / 'run'} holds a run of another aalp_tf (config.json "
+               "format none; this one reads format 1); accepted: a new --model_dir to train it "
+               "again, or the aalp_tf that wrote it to resume or export it")
+    for attempt in (lambda: train(cfg, arrays=ARRAYS, verbose=0),
+                    lambda: model_from_run(tmp_path / "run")):
+        with pytest.raises(UsageError) as err:
+            attempt()
+        assert str(err.value) == message
+    assert json.loads(path.read_text()) == raw
+    with pytest.raises(UsageError, match=r"^the config was written by another aalp_tf \(format "
+                                         r"none, this one reads format 1\); accepted: "):
+        RunConfig.from_dict(raw)
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_saying_so_and_its_epoch_trained_again(
+        tmp_path, capsys):
+    """Issue 21: ckpt-2's data file cut in half (a full disk, a bad copy): the rerun resumes from
+    ckpt-1, says which checkpoint it skipped and why, and ends where an unbroken run ends."""
+    straight = train(tiny_config(tmp_path / "straight", "natural", epochs=3), arrays=ARRAYS,
+                     verbose=0, export_model=False)
+    cfg = tiny_config(tmp_path / "run", "natural", epochs=2, train_args={"keep_checkpoints": 0})
+    train(cfg, arrays=ARRAYS, verbose=0, export_model=False)
+    (data,) = (tmp_path / "run" / "checkpoints").glob("ckpt-2.data-*")
+    data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+    capsys.readouterr()
+    resumed = train(cfg.replace(train=dataclasses.replace(cfg.train, epochs=3)), arrays=ARRAYS,
+                    verbose=0, export_model=False)
+    lines = capsys.readouterr().out.splitlines()
+    skipped = [line for line in lines if line.startswith("skipping ")]
+    assert len(skipped) == 1 and skipped[0].startswith(
+        f"skipping {tmp_path / 'run' / 'checkpoints' / 'ckpt-2'}: it does not read back ("), lines
+    assert skipped[0].endswith("); epochs after the next older checkpoint are trained again")
+    assert f"resuming {tmp_path / 'run'} after epoch 1 of 3" in lines
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert resumed.history == straight.history
+    assert json.loads((tmp_path / "run" / "history.json").read_text()) == straight.history
+    for a, b in zip(weights(straight.model), weights(resumed.model)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_run_whose_every_checkpoint_is_damaged_is_refused_in_one_line(tmp_path):
+    cfg = tiny_config(tmp_path / "run", "natural", epochs=1)
+    train(cfg, arrays=ARRAYS, verbose=0, export_model=False)
+    (data,) = (tmp_path / "run" / "checkpoints").glob("ckpt-1.data-*")
+    data.write_bytes(b"")
+    with pytest.raises(UsageError) as err:
+        train(cfg, arrays=ARRAYS, verbose=0, export_model=False)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'run' / 'checkpoints'} holds no checkpoint that "
+                              "reads back (ckpt-1 ("), message
+    assert message.endswith("); accepted: a new --model_dir, or this one with its checkpoints/ "
+                            "moved away to train from the start") and "\n" not in message
+
+
+def test_a_full_disk_is_one_line_and_the_folder_resumes(tmp_path, monkeypatch):
+    """Issue 21, by injection: epoch 2's checkpoint meets a full disk (TensorFlow's
+    ResourceExhaustedError), then the export does (ENOSPC); each is one line naming the folder,
+    and the same command then finishes with every epoch once and one export."""
+    import errno
+
+    from aalp_tf import signatures
+    from aalp_tf.files import DiskFull
+    cfg = tiny_config(tmp_path / "run", "natural", epochs=2)
+    save = tf.train.CheckpointManager.save
+
+    def full_at_epoch_2(manager, checkpoint_number=None, **kwargs):
+        if checkpoint_number == 2:
+            raise tf.errors.ResourceExhaustedError(
+                None, None, "{{function_node __wrapped__SaveV2_dtypes_30_device_/job:localhost}}"
+                " ckpt-2_temp/part-00000-of-00001.data-00000-of-00001.tempstate; No space left "
+                "on device [Op:SaveV2]")
+        return save(manager, checkpoint_number=checkpoint_number, **kwargs)
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", full_at_epoch_2)
+    with pytest.raises(DiskFull) as err:
+        train(cfg, arrays=ARRAYS, verbose=0)
+    assert re.fullmatch(
+        rf"the disk of --model_dir {re.escape(str(tmp_path / 'run'))} is full: a checkpoint "
+        r"needs about \d+\.\d MB and \d+\.\d MB are free; accepted: free space there \(or copy "
+        r"the folder to a disk with room\), then run the same command again to resume",
+        str(err.value)), str(err.value)
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
+
+    write_into = signatures.write_into
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(signatures, "write_into", no_space)
+    with pytest.raises(DiskFull, match=r"^the disk of --export_dir .*run_exports/mnist_natural "
+                                       r"is full: the SavedModel needs about "):
+        train(cfg, arrays=ARRAYS, verbose=0)
+    monkeypatch.setattr(signatures, "write_into", write_into)
+    assert [h["epoch"] for h in json.loads((tmp_path / "run/history.json").read_text())] == [1, 2]
+
+    done = train(cfg, arrays=ARRAYS, verbose=0)
+    assert [h["epoch"] for h in done.history] == [1, 2]
+    assert sorted(p.name for p in done.export_path.parent.iterdir()) == ["1"]

@@ -20,7 +20,7 @@ import tensorflow as tf
 from aalp_tf.tuning import report, tuners
 from aalp_tf.config import AttackConfig, TuneConfig, validate_tune
 from aalp_tf.errors import UsageError
-from aalp_tf.serving.saved_model import load_serving_logits
+from aalp_tf.evaluation.loading import load_serving_logits
 from aalp_tf.experiment.training import train
 from aalp_tf.tuning.search_space import trial_config
 from tests.helpers.dataset_files import write_mnist_files

@@ -3,8 +3,9 @@
 - A run folder (config.json + checkpoints/) is rebuilt with `trainer.build_model` and its latest
   checkpoint restored: logits, the inner activations Eq. 5 and 6 need, and the training history.
 - A SavedModel exported by aalp_tf keeps its run config in assets.extra/aalp_config.json: the
-  model is rebuilt from it and its variables restored from the SavedModel itself (checked
-  against the serving signature), so it gives logits and inner activations, not the history.
+  model is rebuilt from it and its variables restored from the SavedModel itself
+  (signatures.restore_variables, checked against the serving signature), so it gives logits
+  and inner activations, not the history.
 - Any other SavedModel with the `images -> logits` serving signature gives logits only.
 """
 import dataclasses
@@ -14,11 +15,10 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from aalp_tf.serving import saved_model
-from aalp_tf import runs
+from aalp_tf import runs, signatures
 from aalp_tf.config import RunConfig
-from aalp_tf.data.datasets import DATASETS
 from aalp_tf.errors import UsageError
+from aalp_tf.evaluation import loading
 from aalp_tf.trainer import build_model
 
 LOGITS, INTERNALS, RUN_FOLDER = "logits", "internals", "run folder"
@@ -54,37 +54,42 @@ class ModelSource:
         return None
 
 
-def _run_config(text: str, where: pathlib.Path, dataset: str) -> RunConfig:
-    cfg = RunConfig.from_json(text)
+def _check_dataset(cfg: RunConfig, where: pathlib.Path, dataset: str) -> None:
     if cfg.data.dataset != dataset:
         raise UsageError(f"--models: {where} was trained on {cfg.data.dataset}; accepted: "
                          f"models of --dataset={dataset}")
-    return cfg
 
 
 def _from_run_folder(name: str, root: pathlib.Path, spec) -> ModelSource:
-    _run_config((root / "config.json").read_text(), root, spec.name)  # the dataset must match
-    model = runs.model_from_run(str(root), datasets=DATASETS,
-                                epoch=runs.chosen_epoch(root)).model  # the model it exports
+    _check_dataset(runs.RunFolder(root).read_config(), root, spec.name)
+    model = runs.model_from_run(root, epoch=runs.chosen_epoch(root)).model  # the one it exports
     return ModelSource(name=name, path=root, logits_fn=model.inference_logits, model=model,
                        run_dir=root)
 
 
 def _from_saved_model(name: str, root: pathlib.Path, spec, check_images) -> ModelSource:
-    logits_fn, shape = saved_model.load_serving_logits(str(root))
+    logits_fn, shape = loading.load_logits(str(root), flag="--models")
     if tuple(shape) != tuple(spec.image_shape):
         raise UsageError(f"--models: {root} takes images {list(shape)} but --dataset="
                          f"{spec.name} has {list(spec.image_shape)}")
-    config_path = root / "assets.extra" / saved_model.CONFIG_ASSET
+    config_path = root / signatures.EXTRA / signatures.CONFIG_ASSET
     source = ModelSource(name=name, path=root, logits_fn=logits_fn)
     if not config_path.is_file():
-        source.missing = (f"{root} has no assets.extra/{saved_model.CONFIG_ASSET}, so only its "
-                          "logits are visible; pass its run folder")
+        source.missing = (f"{root} has no {signatures.EXTRA}/{signatures.CONFIG_ASSET}, so only "
+                          "its logits are visible; pass its run folder")
         return source
-    model = build_model(_run_config(config_path.read_text(), root, spec.name), spec)
-    # The SavedModel's variables are a checkpoint whose root holds the Keras model as `model`.
-    tf.train.Checkpoint(model=model).restore(str(root / "variables" / "variables")
-                                             ).expect_partial()
+    try:
+        cfg = RunConfig.from_json(config_path.read_text())
+    except UsageError as err:  # another aalp_tf's config: the logits still serve
+        source.missing = f"{config_path}: {err}; pass its run folder"
+        return source
+    _check_dataset(cfg, root, spec.name)
+    model = build_model(cfg, spec)
+    try:
+        signatures.restore_variables(model, root)
+    except UsageError as err:
+        source.missing = f"{err}; pass its run folder"
+        return source
     x = tf.constant(check_images, tf.float32)
     if not np.allclose(model(x), logits_fn(x), atol=1e-4):
         source.missing = (f"the model rebuilt from {config_path} does not reproduce {root}'s "
@@ -109,8 +114,9 @@ def load(name: str, path: str, spec, *, check_images) -> ModelSource:
     if (root / "saved_model.pb").is_file():
         return _from_saved_model(name, root, spec, check_images)
     hint = ""
-    if saved_model.versions(root):
-        hint = f" (it holds SavedModel versions {saved_model.versions(root)}: pass {root}/<version>)"
+    versions = loading.version_folders(root)
+    if versions:
+        hint = f" (it holds SavedModel versions {versions}: pass {root}/<version>)"
     raise UsageError(f"--models {name}:{path} is neither a run folder (config.json, "
                      f"checkpoints/) nor a SavedModel (saved_model.pb){hint}")
 

@@ -12,14 +12,14 @@ import contextlib
 import dataclasses
 import fcntl
 import json
-import os
 import pathlib
 from typing import Dict, Iterator, List
 
 from aalp_tf.comparison import config as comparison_config
 from aalp_tf.comparison.config import CompareConfig
+from aalp_tf.config import differences
 from aalp_tf.errors import UsageError
-from aalp_tf.files import temporary_path
+from aalp_tf.files import write_once
 
 SETTINGS = "settings.json"
 
@@ -97,10 +97,10 @@ def check_settings(cfg: CompareConfig, settings: dict) -> None:
         raise UsageError(f"--out {out} is a file; accepted: a folder (new or holding this study)")
     stored = out / SETTINGS
     if stored.exists():
-        _refuse(cfg, stored.name, comparison_config.differences(read_json(stored), settings))
+        _refuse(cfg, stored.name, differences(read_json(stored), settings))
     for path in sorted((out / "cells").glob("*.json")):
         record = read_json(path)
-        _refuse(cfg, f"cells/{path.name}", comparison_config.differences(
+        _refuse(cfg, f"cells/{path.name}", differences(
             comparison_config.cell_settings(record), settings))
 
 
@@ -112,20 +112,10 @@ def _refuse(cfg: CompareConfig, where: str, changed: List[str]) -> None:
 
 
 def write_settings(cfg: CompareConfig, settings: dict) -> None:
-    """Writes settings.json unless it exists: created whole or not at all, first writer wins
-    (a hard link cannot replace a file), so two processes starting at once cannot mix."""
-    path = pathlib.Path(cfg.out) / SETTINGS
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    tmp.write_text(json.dumps(settings, indent=1) + "\n")
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
+    """Writes settings.json unless it exists, first writer wins, so two processes starting at
+    once cannot mix."""
+    if not write_once(pathlib.Path(cfg.out) / SETTINGS, json.dumps(settings, indent=1) + "\n"):
         check_settings(cfg, settings)  # another process won: it must have had our settings
-    finally:
-        os.unlink(tmp)
 
 
 class CellBusy(Exception):

@@ -22,7 +22,12 @@ CELL_FIELDS = {("method", "name"), ("train", "seed"), ("train", "model_dir"),
                ("data", "data_dir"), ("data", "test_examples"), ("train", "keep_checkpoints"),
                ("train", "analysis_probe"), ("train", "strategy")}
 EXPORT_NAME = "model"
-# Evaluation settings a cell written before they were recorded ran with: `evaluate`'s defaults.
+# A cell record is the study's result, kept in the repository, not a run folder to resume: one
+# written before a field existed is adopted with the value the code of its day ran with, the
+# field's default except where that code did otherwise (every run exported its last epoch
+# before --export_epoch). Evaluation settings a cell written before they were recorded ran
+# with: `evaluate`'s defaults.
+EARLIER_TRAINING = {("train", "export_epoch"): "last"}
 EVALUATION_DEFAULTS = {"restarts": 1, "seed": 0, "checks": True, "check_examples": 100}
 _PARTS = {"data": cfglib.DataConfig, "model": cfglib.ModelConfig, "method": cfglib.MethodConfig,
           "attack": cfglib.AttackConfig, "train": cfglib.TrainConfig}
@@ -190,9 +195,9 @@ def evaluation_groups(examples: Dict[str, int]) -> List[Tuple[int, List[str]]]:
 
 
 def training_settings(config: dict) -> dict:
-    """A run config (as JSON) without the cell's own fields; fields the config lacks (written by
-    older code) take the value that code had (config.older_value), and fields the code no
-    longer has are dropped."""
+    """A run config (as JSON) without the cell's own fields; fields the config lacks (a cell
+    written by older code) take the value that code had (EARLIER_TRAINING, else the default),
+    and fields the code no longer has are dropped."""
     settings = {}
     for part, kind in _PARTS.items():
         stored = config.get(part, {})
@@ -203,7 +208,7 @@ def training_settings(config: dict) -> dict:
             if field.name in stored:
                 values[field.name] = stored[field.name]
             elif field.default is not dataclasses.MISSING:
-                values[field.name] = cfglib.older_value(part, field)
+                values[field.name] = EARLIER_TRAINING.get((part, field.name), field.default)
         settings[part] = values
     return settings
 
@@ -224,27 +229,6 @@ def cell_settings(record: dict) -> dict:
             "evaluation": {key: evaluation.get(key) for key in
                            ("examples", "epsilon", "step_size", "restarts", "seed", "checks",
                             "check_examples")}}
-
-
-class _Absent:
-    def __repr__(self):
-        return "absent"
-
-
-_ABSENT = _Absent()
-
-
-def differences(old: dict, new: dict, prefix: str = "") -> List[str]:
-    """`a.b: old -> new` for every leaf that differs (a missing leaf is `absent`)."""
-    found = []
-    for key in list(old) + [k for k in new if k not in old]:
-        name = f"{prefix}{key}"
-        before, after = old.get(key, _ABSENT), new.get(key, _ABSENT)
-        if isinstance(before, dict) and isinstance(after, dict):
-            found += differences(before, after, prefix=f"{name}.")
-        elif before != after:
-            found.append(f"{name}: {before!r} -> {after!r}")
-    return found
 
 
 def absolute(path: str) -> str:

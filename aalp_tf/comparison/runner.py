@@ -24,10 +24,9 @@ from aalp_tf.comparison.config import CompareConfig
 from aalp_tf.config import check
 from aalp_tf.data.datasets import DATASETS, evaluation_batches, load_arrays, make_data
 from aalp_tf.errors import UsageError
-from aalp_tf.evaluation import robustness, suite
+from aalp_tf.evaluation import loading, robustness, suite
 from aalp_tf.experiment import training
 from aalp_tf.files import write_atomically
-from aalp_tf.serving import saved_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +144,7 @@ def evaluate_cell(cfg: CompareConfig, study: Study, cell: Cell, run_cfg, export:
             print(f"{cell.name}: reusing {path}")
         else:
             if logits is None:
-                logits = saved_model.load_serving_logits(str(export))
+                logits = loading.load_logits(str(export))
             record = evaluate_group(cfg, run_cfg, logits, export, names, count, with_checks)
             write_atomically(path, json.dumps(record, indent=2) + "\n")
         for name in names:

@@ -18,8 +18,7 @@ import tensorflow as tf
 from aalp_tf.errors import invalid_argument
 from aalp_tf.evaluation import checks as sanity
 from aalp_tf.evaluation import suite
-from aalp_tf.serving.saved_model import load_serving_logits
-from aalp_tf.trainer import AdversarialModel
+from aalp_tf.evaluation.loading import load_logits
 
 
 def run_checks(logits_fn: Callable, batches: Iterable, *, epsilon: float, seed: int,
@@ -76,7 +75,7 @@ def evaluate(logits_fn: Callable, batches: Iterable, *, attacks: Sequence[str],
 def _logits_function(model):
     """(images -> logits, the image shape it demands or None) of a model, callable or path."""
     if isinstance(model, (str, os.PathLike)):
-        return load_serving_logits(os.fspath(model))
+        return load_logits(os.fspath(model))
     if isinstance(model, keras.Model):
         return (lambda images: model(images, training=False)), None
     if callable(model):
@@ -146,7 +145,9 @@ def evaluate_model(model, data, *, attacks: Sequence[str], epsilon: Optional[flo
     """
     for name in attacks:
         suite.parse_attack(name)  # a bad name fails before any work
-    own = model.attack_config if isinstance(model, AdversarialModel) else None
+    # An AdversarialModel brings its training adversary (read by name: evaluation reads
+    # models, it does not import the trainer that makes them).
+    own = getattr(model, "attack_config", None) if isinstance(model, keras.Model) else None
     epsilon = own.epsilon if epsilon is None and own else epsilon
     step_size = own.step_size if step_size is None and own else step_size
     for name, value in (("epsilon", epsilon), ("step_size", step_size)):

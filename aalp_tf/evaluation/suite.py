@@ -21,7 +21,7 @@ from aalp_tf.evaluation import autoattack
 from aalp_tf.errors import UsageError
 from aalp_tf.files import write_atomically
 from aalp_tf.registry import Registry
-from aalp_tf.runs import check_writable
+from aalp_tf.files import check_writable
 
 # family -> builder(logits_fn, *, steps, epsilon, step_size, restarts, seed) -> fn(x, y) -> x_adv
 ATTACK_FAMILIES = Registry("attack")

@@ -1,15 +1,26 @@
-"""A training run from a config: data -> model -> resume -> fit -> choose the epoch -> export.
+"""A training run from a config: the folder -> data -> model -> resume -> fit -> export.
 
-This is the one training path: the `train` command, the tests and the tuner all go through
-`train` (the tuner hands it the model its HyperModel built with `seeded_model`).
+This is the one training path: the `train` command, the tests, `compare` and the tuner all go
+through `train` (the tuner hands it the model its HyperModel built with `seeded_model`). Below
+it, the two callbacks that write the run folder while `fit` runs: a checkpoint per epoch (and
+the resume from it), and the stop at the first non-finite loss. The folder's layout, the check
+that a rerun continues the same run and the choice of the exported epoch are `aalp_tf.runs`,
+which analysis and serving read too.
+
+A checkpoint is written before the history that names its epoch, and both are replaced
+atomically, so a kill at any moment (kill -9 included) leaves the folder at the last completed
+epoch. The data order and every random start are functions of (seed, epoch, step), so a resumed
+run computes what an uninterrupted one would have.
 """
 import dataclasses
 import json
+import math
 import pathlib
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from aalp_tf import distribution
@@ -18,9 +29,10 @@ from aalp_tf.serving import saved_model
 from aalp_tf.config import RunConfig, check_export_epoch
 from aalp_tf.data.readers import ArraySplits
 from aalp_tf.data.datasets import DATASETS, load_arrays, make_data, split_sizes
-from aalp_tf.files import write_atomically
-from aalp_tf.runs import (EpochCheckpoint, RunFolder, StopOnNonFinite, check_writable,
-                          export_choice)
+from aalp_tf.errors import TrainingDiverged, UsageError
+from aalp_tf.files import (check_writable, disk_full, refuse_full_disk, remove_abandoned,
+                           write_atomically)
+from aalp_tf.runs import EXPORT_METRIC, RunFolder, export_choice
 from aalp_tf.trainer import build_model
 
 
@@ -86,8 +98,8 @@ def _check_before_any_work(cfg: RunConfig, *, export_model: bool) -> RunFolder:
 
 
 def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
-          verbose="auto", export_model: bool = True,
-          model: Optional[keras.Model] = None) -> TrainResult:
+          verbose="auto", export_model: bool = True, model: Optional[keras.Model] = None,
+          wait: bool = False) -> TrainResult:
     """Trains (or resumes) the run that `cfg` describes, then exports it once.
 
     Args:
@@ -100,6 +112,7 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
         last epoch is done.
       model: the model `seeded_model(cfg, spec, steps_per_epoch=...)` returned (KerasTuner
         builds it before it trains it); None builds it here.
+      wait: when another process holds the run folder, wait for it instead of refusing.
     """
     run = _check_before_any_work(cfg, export_model=export_model)
     spec = DATASETS.get(cfg.data.dataset)
@@ -113,48 +126,75 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
     chief = distribution.is_chief(strategy)
     if not chief:  # every worker keeps its own checkpoints; only the chief writes the rest
         run = RunFolder(str(distribution.worker_dir(strategy, cfg.train.model_dir)))
-    checkpoint = EpochCheckpoint(run, model, keep=cfg.train.keep_checkpoints,
-                                 export_epoch=cfg.train.export_epoch)
-    first_epoch = checkpoint.restore_agreed(strategy)
-    data = make_data(cfg.data, seed=cfg.train.seed, first_epoch=first_epoch,
-                     epochs=cfg.train.epochs, arrays=arrays)
-    run.write_config(cfg)
-    if first_epoch < cfg.train.epochs:
-        if first_epoch:
-            print(f"resuming {run.root} after epoch {first_epoch} of {cfg.train.epochs}")
-        model.fit(data.train, epochs=cfg.train.epochs, initial_epoch=first_epoch,
-                  steps_per_epoch=data.steps_per_epoch, validation_data=data.val,
-                  # A non-finite loss stops the run before anything records its epoch. The
-                  # analysis probe goes before the checkpoint: a kill between them repeats the
-                  # epoch and rewrites its record.
-                  callbacks=[StopOnNonFinite(run), *training_probe.for_run(cfg, data, run.root),
-                             checkpoint,
-                             keras.callbacks.TensorBoard(str(run.logs)), *callbacks],
-                  shuffle=False,  # the pipeline already orders each epoch by (seed, epoch)
-                  verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose)
-    epoch, reason = export_choice(checkpoint.history, cfg.train.export_epoch)
-    if epoch != checkpoint.history[-1]["epoch"]:
-        run.restore_weights(model, epoch)  # the model of the epoch the run exports
-    export_path = None
-    if export_model and chief:
-        export_path = _export_once(run, model, cfg, spec, epoch=epoch, reason=reason)
+    with run.held(wait=wait):  # one process at a time writes a run folder
+        run.check_continues(cfg)  # again: a process holding it a moment ago may have begun it
+        checkpoint = EpochCheckpoint(run, model, keep=cfg.train.keep_checkpoints,
+                                     export_epoch=cfg.train.export_epoch)
+        first_epoch = checkpoint.restore_agreed(strategy)
+        data = make_data(cfg.data, seed=cfg.train.seed, first_epoch=first_epoch,
+                         epochs=cfg.train.epochs, arrays=arrays)
+        try:
+            run.write_config(cfg)
+            _fit(model, cfg, run, data, first_epoch, [checkpoint, *callbacks], verbose)
+        except Exception as err:  # a full disk leaves the folder at its last checkpoint
+            if not disk_full(err):
+                raise
+            raise refuse_full_disk(run.root, flag="--model_dir", needed=_bytes(
+                model.weights + model.optimizer.variables), what="a checkpoint",
+                then="run the same command again to resume") from None
+        epoch, reason = export_choice(checkpoint.history, cfg.train.export_epoch)
+        if epoch != checkpoint.history[-1]["epoch"]:
+            run.restore_weights(model, epoch)  # the model of the epoch the run exports
+        export_path = None
+        if export_model and chief:
+            try:
+                export_path = _export_once(run, model, cfg, spec, epoch=epoch, reason=reason)
+            except Exception as err:  # an export is written whole or not at all
+                if not disk_full(err):
+                    raise
+                raise refuse_full_disk(
+                    pathlib.Path(cfg.train.export_dir) / cfg.export_name, flag="--export_dir",
+                    needed=_bytes(model.weights), what="the SavedModel",
+                    then="run the same command again to export") from None
     return TrainResult(model=model, history=checkpoint.history, run_dir=run.root,
                        export_path=export_path, export_epoch=epoch, reason=reason)
+
+
+def _bytes(variables) -> int:
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+
+
+def _fit(model, cfg: RunConfig, run: RunFolder, data, first_epoch: int, callbacks,
+         verbose) -> None:
+    """Trains the epochs from `first_epoch` on; `callbacks` start with the EpochCheckpoint."""
+    if first_epoch >= cfg.train.epochs:
+        return
+    if first_epoch:
+        print(f"resuming {run.root} after epoch {first_epoch} of {cfg.train.epochs}")
+    model.fit(data.train, epochs=cfg.train.epochs, initial_epoch=first_epoch,
+              steps_per_epoch=data.steps_per_epoch, validation_data=data.val,
+              # A non-finite loss stops the run before anything records its epoch. The
+              # analysis probe goes before the checkpoint: a kill between them repeats the
+              # epoch and rewrites its record.
+              callbacks=[StopOnNonFinite(run), *training_probe.for_run(cfg, data, run.root),
+                         callbacks[0], keras.callbacks.TensorBoard(str(run.logs)),
+                         *callbacks[1:]],
+              shuffle=False,  # the pipeline already orders each epoch by (seed, epoch)
+              verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose)
 
 
 def _export_once(run: RunFolder, model, cfg: RunConfig, spec, *, epoch: int,
                  reason: str) -> pathlib.Path:
     """Exports the run's chosen epoch, unless that very epoch of this run was exported already.
 
-    export.json says which epoch the SavedModel holds and why; one written before it said so
-    held the last epoch. The export carries its source (this run folder and the epoch), so a
-    version that landed before export.json did (a kill between the two) is found again, not
-    exported twice.
+    export.json says which epoch the SavedModel holds and why. The export carries its source
+    (this run folder and the epoch), so a version that landed before export.json did (a kill
+    between the two) is found again, not exported twice.
     """
     source = {"run": str(run.root.resolve()), "epochs": cfg.train.epochs, "epoch": epoch}
     record = run.exported()
-    if record and record.get("epochs") == cfg.train.epochs and record.get(
-            "epoch", record.get("epochs")) == epoch and pathlib.Path(record["path"]).exists():
+    if record and (record["epochs"], record["epoch"]) == (cfg.train.epochs, epoch) and \
+            pathlib.Path(record["path"]).exists():
         print(f"already exported: {record['path']}")
         return pathlib.Path(record["path"])
     path = saved_model.find_export(cfg.train.export_dir, cfg.export_name, source)
@@ -167,3 +207,166 @@ def _export_once(run: RunFolder, model, cfg: RunConfig, spec, *, epoch: int,
          "export_epoch": cfg.train.export_epoch, "reason": reason}, indent=1))
     print(f"exported SavedModel: {path} ({reason})")
     return path
+
+
+# ---- the callbacks that write the run folder ------------------------------------------------
+
+
+def delete_checkpoint(prefix: str) -> None:
+    """Removes one checkpoint's files, the index first: a kill midway leaves data files that
+    nothing reads, never an index without its data."""
+    tf.io.gfile.remove(prefix + ".index")
+    for path in tf.io.gfile.glob(prefix + ".data-*"):
+        tf.io.gfile.remove(path)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves model, optimizer, epoch and history after every epoch; restores the latest on start.
+
+    The history (every epoch's logs) is saved inside the checkpoint, so an epoch and its
+    history entry land together, in the checkpoint's own atomic commit; history.json is a
+    readable copy, rewritten from the checkpoint whenever it lags (a kill between the two).
+
+    Of the older checkpoints it keeps the last `keep` and, with export_epoch="best", the best
+    epoch's, wherever it lies: the manager keeps every checkpoint and `prune` deletes the rest,
+    since tf.train.CheckpointManager cannot spare one outside its window. Its state file may
+    then still name deleted checkpoints; RunFolder.epoch_checkpoints reads only those whose
+    files exist.
+
+    Args:
+      run: the RunFolder.
+      model: the (built and compiled) model.
+      keep: checkpoints to keep (0: all).
+      export_epoch: "best" or "last", the run's --export_epoch.
+    """
+
+    def __init__(self, run: RunFolder, model: keras.Model, keep: int = 5,
+                 export_epoch: str = "last"):
+        super().__init__()
+        self.run = run
+        self.keep, self.export_epoch = keep, export_epoch
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.history_json = tf.Variable("[]", dtype=tf.string, trainable=False, name="history")
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                                              epoch=self.epoch, history=self.history_json)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(run.checkpoints),
+                                                  max_to_keep=None)
+        self.history: List[dict] = []
+
+    def _load(self, path: str) -> int:
+        """Restores checkpoint `path` and its history; returns its epoch."""
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+        self.history = json.loads(self.history_json.numpy().decode())
+        return int(self.epoch.numpy())
+
+    def _write_history(self) -> None:
+        if self.run.read_history() != self.history:
+            write_atomically(self.run.history_path, json.dumps(self.history, indent=1))
+
+    def restore(self) -> int:
+        """Loads the newest checkpoint that reads back, if any; returns its epoch.
+
+        First removes what a kill during a save left behind; then skips, saying so in one line
+        each, checkpoints that do not read back (a truncated file, a bad disk block): their
+        epochs are trained again. history.json is brought in line with the checkpoint loaded.
+        """
+        remove_abandoned(self.run.root)
+        remove_abandoned(self.run.checkpoints)
+        kept = self.run.epoch_checkpoints()
+        damaged = []
+        for epoch in sorted(kept, reverse=True):
+            try:
+                done = self._load(kept[epoch])
+            except (tf.errors.OpError, IndexError, ValueError) as err:
+                reason = (str(err).strip().splitlines() or [""])[0][:200]
+                damaged.append(f"ckpt-{epoch} ({type(err).__name__}: {reason})")
+                print(f"skipping {kept[epoch]}: it does not read back ({type(err).__name__}: "
+                      f"{reason}); epochs after the next older checkpoint are trained again",
+                      flush=True)
+                continue
+            self._write_history()
+            return done
+        if damaged:
+            raise UsageError(f"{self.run.checkpoints} holds no checkpoint that reads back ("
+                             f"{'; '.join(damaged[:3])}); accepted: a new --model_dir, or this "
+                             "one with its checkpoints/ moved away to train from the start")
+        return 0
+
+    def restore_agreed(self, strategy) -> int:
+        """`restore`, then step back to the epoch every worker has (multi-worker runs).
+
+        A multi-worker run also checkpoints its starting weights as ckpt-0: a worker killed
+        before its first epoch ended makes the others step back to the very start.
+        """
+        done = self.restore()
+        if distribution.is_multi_worker(strategy) and not self.manager.latest_checkpoint:
+            self.manager.save(checkpoint_number=0)
+        agreed = distribution.agree_on_epoch(strategy, done)
+        if agreed != done:
+            path = f"{self.manager.directory}/ckpt-{agreed}"
+            if not tf.io.gfile.exists(path + ".index"):
+                raise UsageError(
+                    f"the workers of this run are at different epochs ({agreed} and {done}) and "
+                    f"{self.run.checkpoints} no longer holds ckpt-{agreed}; accepted: worker "
+                    "folders from the same run, or a new --model_dir")
+            self._load(path)
+            self._write_history()
+        return agreed
+
+    def on_epoch_end(self, epoch, logs=None):
+        entry = {"epoch": epoch + 1}
+        entry.update({k: float(v) for k, v in (logs or {}).items()})
+        self.history.append(entry)
+        self.epoch.assign(epoch + 1)
+        self.history_json.assign(json.dumps(self.history))
+        self.manager.save(checkpoint_number=epoch + 1)  # epoch and history commit here
+        write_atomically(self.run.history_path, json.dumps(self.history, indent=1))
+        self.prune()  # after the history: a kill before it leaves one checkpoint too many
+
+    def prune(self) -> None:
+        """Deletes the checkpoints neither among the last `keep` nor the best epoch's."""
+        if not self.keep:
+            return
+        kept = self.run.epoch_checkpoints()
+        wanted = set(sorted(kept)[-self.keep:])
+        if self.export_epoch == "best" and any(EXPORT_METRIC in h for h in self.history):
+            wanted.add(export_choice(self.history, "best")[0])
+        for epoch in sorted(set(kept) - wanted):
+            delete_checkpoint(kept[epoch])
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Ends training at the first non-finite loss, before its epoch is checkpointed.
+
+    Keras' TerminateOnNaN only asks `fit` to stop, and the epoch's end (its checkpoint and,
+    after the last epoch, the export) still runs on NaN weights. This raises instead, naming
+    the epoch and step, so the run folder keeps its last finite checkpoint. An update can also
+    leave non-finite weights behind a finite loss, so each epoch's weights are checked before
+    its checkpoint is written (this callback goes before EpochCheckpoint).
+    """
+
+    def __init__(self, run: RunFolder):
+        super().__init__()
+        self.run, self.epoch = run, 0
+
+    def _stop(self, where: str, value) -> None:
+        kept = self.epoch  # epochs done before this one, all checkpointed with finite weights
+        raise TrainingDiverged(
+            f"the training {where} (received: {value}); {self.run.root} keeps epoch {kept}, "
+            f"its last finite checkpoint; accepted: a new --model_dir with a smaller "
+            "--learning_rate (or --alpha, --trades_beta)")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            self._stop(f"loss turned non-finite at epoch {self.epoch + 1}, step {batch + 1}",
+                       loss)
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = [v.path for v in self.model.weights if not bool(tf.reduce_all(tf.math.is_finite(
+            tf.cast(v, tf.float32))))]
+        if bad:
+            self._stop(f"left non-finite weights after epoch {epoch + 1}", ", ".join(bad[:3]))

@@ -8,7 +8,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from aalp_tf.serving import request_protos, saved_model
+from aalp_tf import signatures
+from aalp_tf.serving import request_protos
 from aalp_tf.config import PredictConfig
 from aalp_tf.errors import UsageError
 from aalp_tf.serving.request_protos import serving_api
@@ -35,7 +36,7 @@ def load_images(cfg: PredictConfig) -> Tuple[np.ndarray, str]:
     signature = cfg.signature
     if signature == "auto":
         signature = "predict_uint8" if images.dtype == np.uint8 else "serving_default"
-    wanted = saved_model.SIGNATURES.get(signature)
+    wanted = signatures.SIGNATURES.get(signature)
     if wanted.dtype.is_floating and np.issubdtype(images.dtype, np.floating):
         images = images.astype(wanted.dtype.as_numpy_dtype)
         if not np.isfinite(images).all():  # NaN would pass the range check below
@@ -58,7 +59,7 @@ def rest_url(cfg: PredictConfig) -> str:
 
 def rest_body(images: np.ndarray, *, signature: str) -> dict:
     """The JSON body of a REST Predict request, in the columnar ("inputs") format."""
-    return {"signature_name": signature, "inputs": {saved_model.INPUT_KEY: images.tolist()}}
+    return {"signature_name": signature, "inputs": {signatures.INPUT_KEY: images.tolist()}}
 
 
 def server_error(cfg: PredictConfig, transport: str, code: str, details: str) -> str:
@@ -80,7 +81,7 @@ def predict_grpc(images: np.ndarray, *, signature: str, cfg: PredictConfig
     stubs = serving_api("apis.prediction_service_pb2_grpc")
     import grpc  # present whenever the stubs imported
 
-    request = request_protos.predict_request({saved_model.INPUT_KEY: images}, model=cfg.model,
+    request = request_protos.predict_request({signatures.INPUT_KEY: images}, model=cfg.model,
                                                signature=signature, version=cfg.version)
     with grpc.insecure_channel(cfg.server, options=GRPC_OPTIONS) as channel:
         try:

@@ -21,7 +21,7 @@ def export_run(cfg: ExportConfig) -> Tuple[pathlib.Path, int]:
     epoch, whose checkpoint the run keeps), not whichever epoch happens to be the latest.
     """
     epoch = cfg.checkpoint or runs.chosen_epoch(cfg.model_dir)
-    model, run_cfg, epoch = runs.model_from_run(cfg.model_dir, datasets=DATASETS, epoch=epoch)
+    model, run_cfg, epoch = runs.model_from_run(cfg.model_dir, epoch=epoch)
     path = saved_model.export_model(
         model, image_shape=DATASETS.get(run_cfg.data.dataset).image_shape,
         export_dir=cfg.export_dir or run_cfg.train.export_dir,

@@ -35,12 +35,12 @@ import keras_tuner
 
 from aalp_tf.experiment import training
 from aalp_tf.tuning import report, search_space
-from aalp_tf.config import TuneConfig, check
+from aalp_tf.config import TuneConfig, check, differences
 from aalp_tf.data.datasets import DATASETS, load_arrays, split_sizes
 from aalp_tf.errors import UsageError
 from aalp_tf import runs
 from aalp_tf.registry import Registry
-from aalp_tf.files import write_atomically
+from aalp_tf.files import atomic_folder, write_atomically
 from aalp_tf.runs import RunFolder
 
 PROJECT = "tuner"  # KerasTuner's folder under --model_dir
@@ -116,12 +116,20 @@ class SearchFolder:
 
     def check_continues(self, cfg: TuneConfig) -> None:
         """Refuses settings other than those of the search already in the folder."""
+        if not self.config_path.exists():
+            return
+        try:
+            recorded = json.loads(self.config_path.read_text())
+        except ValueError:
+            raise UsageError(f"{self.config_path} is not valid JSON; move {self.root} away or "
+                             "pass another --model_dir") from None
         # Through JSON, so tuples compare equal to the lists the file holds.
-        runs.check_same_settings(
-            self.config_path, json.loads(json.dumps(dataclasses.asdict(cfg))),
-            may_change=_MAY_CHANGE, folder=f"--model_dir {self.root}", kind="a search",
-            accepted="the same settings to resume it (--max_trials may grow), or a new "
-                     "--model_dir")
+        changed = differences(recorded, json.loads(json.dumps(dataclasses.asdict(cfg))),
+                              may_change=_MAY_CHANGE)
+        if changed:
+            raise UsageError(f"--model_dir {self.root} holds a search with other settings "
+                             f"({'; '.join(changed[:3])}); accepted: the same settings to "
+                             "resume it (--max_trials may grow), or a new --model_dir")
 
     def write_config(self, cfg: TuneConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -180,10 +188,8 @@ def _continue_from(source: pathlib.Path, target: pathlib.Path) -> None:
         return
     target.mkdir(parents=True, exist_ok=True)
     shutil.copy2(source_run.history_path, target_run.history_path)
-    staging = target / ".checkpoints-copy"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source_run.checkpoints, staging)
-    os.replace(staging, target_run.checkpoints)  # whole or absent, if killed meanwhile
+    with atomic_folder(target_run.checkpoints) as staging:  # whole or absent, if killed
+        shutil.copytree(source_run.checkpoints, staging, dirs_exist_ok=True)
 
 
 class TrialsInRunFolders:
@@ -243,8 +249,7 @@ class TrialsInRunFolders:
     def load_model(self, trial):
         """The trial's model at the epoch its run exports: what was scored."""
         run_dir = str(trial_run_dir(self.project_dir, trial.trial_id))
-        return runs.model_from_run(run_dir, datasets=DATASETS,
-                                   epoch=runs.chosen_epoch(run_dir)).model
+        return runs.model_from_run(run_dir, epoch=runs.chosen_epoch(run_dir)).model
 
 
 class RandomSearch(TrialsInRunFolders, keras_tuner.RandomSearch):
