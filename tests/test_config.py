@@ -161,23 +161,3 @@ def test_export_refuses_an_impossible_checkpoint():
         "--version must be an integer >= 1 (unset: the next free one); received: 0")
     assert refused(lambda: ExportConfig(model_dir="run", warmup_batch_sizes=(1, 0))) == (
         "--warmup_batch_sizes must be batch sizes >= 1; received: (1, 0)")
-
-
-def test_a_config_written_before_a_field_existed_takes_what_that_code_did(tmp_path):
-    """Run folders from before --export_epoch exported their last epoch; today's default is
-    best. Reading such a config.json must say last, or records of old runs would lie."""
-    import dataclasses
-    import json
-
-    from aalp_tf.config import RunConfig
-    from tests.helpers.tiny import tiny_config
-
-    current = json.loads(tiny_config(tmp_path).to_json())
-    assert current["train"]["export_epoch"] == "best"
-    older = json.loads(json.dumps(current))
-    del older["train"]["export_epoch"], older["model"]["depth"]
-    cfg = RunConfig.from_dict(older)
-    assert cfg.train.export_epoch == "last"
-    assert cfg.model.depth == 0  # a field whose default is what older code did keeps it
-    assert dataclasses.asdict(cfg.replace(train=dataclasses.replace(
-        cfg.train, export_epoch="best")))["model"] == current["model"]
