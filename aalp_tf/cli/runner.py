@@ -23,8 +23,8 @@ from aalp_tf.errors import UsageError
 HELP_ARGS = ("--help", "-h", "-?", "--helpshort")
 _PLACEHOLDERS = {"int": "N", "float": "NUMBER", "fraction": "NUMBER", "string": "TEXT"}
 # What compare says for the flags it sets itself, per cell.
-_WHY_NOT = {"compare": "each cell sets its own method, seed and folders (--methods, --seeds, "
-                       "--runs_dir; the evaluation's seed is --eval_seed)"}
+_WHY_NOT = {"compare": "each cell sets its own method, seed and folders: --methods, --seeds, "
+                       "--runs_dir; the evaluation's seed is --eval_seed"}
 
 
 def registered_names(flag: str) -> List[str]:
