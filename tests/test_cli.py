@@ -238,6 +238,17 @@ def test_the_papers_settings_fill_in_what_the_user_did_not_set(flags_reset):
     assert not flags_reset["learning_rate"].present  # filled in, not given
 
 
+def test_evaluate_and_analyze_measure_with_the_papers_attack(flags_reset):
+    from aalp_tf.cli import configs
+    parsed("evaluate", "--dataset=mnist", "--model=m")
+    cfg = configs.eval_config_from_flags()
+    assert (cfg.attack.epsilon, cfg.attack.step_size, cfg.data.batch_size) == (0.3, 0.01, 50)
+    flags_reset.unparse_flags()
+    parsed("analyze", "--dataset=svhn", "--models=a:run", "--step_size=1/255")
+    cfg = configs.analysis_config_from_flags()
+    assert (cfg.attack.epsilon, cfg.attack.step_size, cfg.attack.steps) == (12 / 255, 1 / 255, 10)
+
+
 def test_a_flagfile_the_user_gives_wins_over_the_papers_settings(flags_reset):
     from aalp_tf.cli import configs
     parsed("train", "--dataset=mnist", f"--flagfile={REPO / 'flags/smoke.cfg'}")

@@ -62,9 +62,10 @@ def data_config() -> cfglib.DataConfig:
                       augment={"auto": None, "on": True, "off": False}[FLAGS.augment])
 
 
-def attack_config() -> cfglib.AttackConfig:
+def attack_config(steps=None) -> cfglib.AttackConfig:
     return from_flags(cfglib.AttackConfig, epsilon=required("epsilon"),
-                      step_size=required("step_size"), steps=required("attack_steps"))
+                      step_size=required("step_size"),
+                      steps=required("attack_steps") if steps is None else steps)
 
 
 def config_from_flags() -> cfglib.RunConfig:
@@ -92,8 +93,9 @@ def eval_config_from_flags() -> cfglib.EvalConfig:
     if not FLAGS.model:
         raise UsageError("--model is not set: pass a SavedModel folder, e.g. "
                          "--model=saved_models/mnist_aalp/1")
+    # evaluate has no --attack_steps: each attack's steps are in its name (pgd40).
     return cfglib.validate_eval(from_flags(cfglib.EvalConfig, data=data_config(),
-                                           attack=attack_config()))
+                                           attack=attack_config(steps=1)))
 
 
 def _labelled_path(item: str) -> tuple:
