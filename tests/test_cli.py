@@ -277,6 +277,21 @@ def test_epsilon_and_step_take_a_fraction(flags_reset, args, expected):
     assert (flags_reset.epsilon, flags_reset.step_size) == expected
 
 
+@pytest.mark.parametrize("command_name,args", [
+    ("export", ["--model_dir=r"]), ("analyze", ["--dataset=mnist", "--models=a:r"]),
+    ("evaluate", ["--dataset=mnist", "--model=m"]), ("compare", ["--dataset=mnist"]),
+    ("tune", ["--dataset=mnist"]), ("train", ["--dataset=mnist"]),
+])
+def test_every_command_that_reads_a_run_imports_the_users_modules_first(
+        flags_reset, tmp_path, monkeypatch, command_name, args):
+    """It used to be accepted and ignored by export and analyze."""
+    name = f"users_methods_for_{command_name}"
+    (tmp_path / f"{name}.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    parsed(command_name, *args, f"--imports={name}")
+    assert name in sys.modules
+
+
 def test_the_old_spellings_still_work(flags_reset):
     parsed("export", "--model_dir=r", "--checkpoint=3", "--name=n")
     assert (flags_reset.epoch, flags_reset.export_name) == (3, "n")

@@ -34,11 +34,13 @@ def registered_names(flag: str) -> List[str]:
 
 
 def _number(value) -> str:
-    """8/255 for a float that is a whole number of 1/255 steps, else %.6g."""
-    steps = value * 255
-    if isinstance(value, float) and abs(steps - round(steps)) < 1e-9 and round(steps) >= 1:
+    """%.6g, or 8/255 for a float with no short decimal that is a whole number of 1/255."""
+    if not isinstance(value, float):
+        return str(value)
+    decimal, steps = f"{value:.6g}", value * 255
+    if len(decimal) > 6 and abs(steps - round(steps)) < 1e-9 and round(steps) >= 1:
         return f"{round(steps)}/255"
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
+    return decimal
 
 
 def _paper_values(name: str) -> str:

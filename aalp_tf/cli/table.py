@@ -4,6 +4,11 @@ where each command's --help shows it.
 A flag belongs to the commands listed with it; any other command refuses it (cli.runner). Where
 a flag means something particular to one command, `help_for`, `default_for` and `group_for` say
 so for that command's --help; absl's own `--helpfull` shows the general text.
+
+To add a setting: a field on its config dataclass (aalp_tf.config), and here a `_define` named as
+the field for the commands that read it; cli.configs picks it up (its FLAG_OF only when the
+names differ). absl's key flags were not used for --help: absl groups flags by the module that
+defines them, with one text per flag, and we want groups and per-command texts in one table.
 """
 from typing import Dict, List, Optional, Tuple
 
