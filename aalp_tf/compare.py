@@ -3,14 +3,14 @@ summarise with confidence intervals and paired differences against a baseline.
 
     python -m aalp_tf.compare --dataset=mnist --flagfile=flags/mnist_seeds.cfg \\
         --methods=alp,aalp --seeds=0,1,2 --attacks=clean,pgd40,autoattack1000 \\
-        --test_examples=2000 --attack_examples=autoattack1000:1000 --out=DIR
+        --test_examples=2000 --attack_examples=autoattack1000:1000 --output_dir=DIR
 
 Every training flag sets the run each cell trains (as `train` reads it); the cell sets the
 method and the seed. Rerunning resumes; `--list_cells` and `--cell=K` share the cells among
-machines (one index of a job array per cell, the same --out on a shared file system).
+machines (one index of a job array per cell, the same --output_dir on a shared file system).
 """
 from aalp_tf import cli
-from aalp_tf.cli import compare_config_from_flags
+from aalp_tf.cli.configs import compare_config_from_flags
 
 
 def main(argv):

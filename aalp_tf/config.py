@@ -239,13 +239,6 @@ def check_export_epoch(cfg: RunConfig) -> None:
           "or --export_epoch=last")
 
 
-def validate(cfg):
-    """`cfg` itself: every config is checked when it is constructed. Kept only while cli.py
-    still wraps its configs in these calls; new code need not call it."""
-    return cfg
-
-
-validate_eval = validate_analysis = validate_tune = validate_export = validate_predict = validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,7 +372,7 @@ class ExportConfig:
 
     Attributes:
       model_dir: the run folder (config.json, checkpoints/).
-      checkpoint: the epoch whose checkpoint is exported (0: the one --export_epoch picks).
+      epoch: the epoch whose checkpoint is exported (0: the one --export_epoch picks).
       export_dir: None: the run's own export_dir.
       name: the model folder ("": the run's export name, <dataset>_<method>).
       version: None: one past the highest version present.
@@ -387,15 +380,15 @@ class ExportConfig:
     """
 
     model_dir: str
-    checkpoint: int = 0
+    epoch: int = 0
     export_dir: Optional[str] = None
     name: str = ""
     version: Optional[int] = None
     warmup_batch_sizes: tuple = (1,)
 
     def __post_init__(self):
-        Rule("checkpoint", "an epoch >= 1 (0: as --export_epoch picks)",
-             lambda v: is_integer(v) and v >= 0).check(self.checkpoint)
+        Rule("epoch", "an epoch >= 1 (0: as --export_epoch picks)",
+             lambda v: is_integer(v) and v >= 0).check(self.epoch)
         _version("the next free one").check(self.version)
         Rule("warmup_batch_sizes", "batch sizes >= 1", lambda sizes: all(
             is_integer(b) and 1 <= b <= INT32_MAX for b in sizes)).check(self.warmup_batch_sizes)
@@ -427,8 +420,8 @@ class PredictConfig:
         host, _, port = self.server.rpartition(":")
         check(bool(host) and port.isdigit() and 0 < int(port) < 65536,
               f"--server must be HOST:PORT; received: {self.server!r}")
-        check(bool(self.model), "--model is not set: pass the served model's name, e.g. "
-                                "--model=mnist_aalp")
+        check(bool(self.model), "--model_name is not set: pass the served model's name, e.g. "
+                                "--model_name=mnist_aalp")
         check(bool(self.images), "--images is not set: pass a .npy file of images [N, H, W, C]")
         number("timeout", 0, MAX_TIMEOUT, open_low=True, suffix=" seconds").check(self.timeout)
         _version("the server's latest").check(self.version)

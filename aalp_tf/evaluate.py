@@ -3,12 +3,13 @@ r"""Evaluate a SavedModel under attacks, through its serving signature alone.
     python -m aalp_tf.evaluate --model=saved_models/mnist_aalp/1 --dataset=mnist \
         --attacks=clean,fgsm,pgd10,pgd20,pgd40,pgd100,cw10,cw20,cw40,cw100
 
-epsilon and the PGD/CW step size default to the dataset's paper settings (flags/<dataset>.cfg).
+epsilon, the PGD/CW step size and the batch size default to the paper's settings for the dataset
+(aalp_tf.paper).
 Prints a row like the paper's Table 2 and writes the numbers as JSON, with the sanity checks
 against false robustness (aalp_tf.evaluation.checks; --nochecks skips them) beside them.
 """
 from aalp_tf import cli
-from aalp_tf.cli import eval_config_from_flags
+from aalp_tf.cli.configs import eval_config_from_flags
 from aalp_tf.errors import UsageError
 
 

@@ -1,10 +1,13 @@
 """Export any checkpoint of a run folder as a SavedModel in TF Serving's layout:
 
-    python -m aalp_tf.export --model_dir=runs/mnist_aalp [--checkpoint=EPOCH] [--name=NAME]
+    python -m aalp_tf.export --model_dir=runs/mnist_aalp [--epoch=EPOCH] [--export_name=NAME]
         [--version=N] [--export_dir=saved_models]
+
+Without --epoch, the epoch the run's own --export_epoch picks (what training exported); the
+run's own export folder and name unless --export_dir and --export_name say otherwise.
 """
 from aalp_tf import cli
-from aalp_tf.cli import export_config_from_flags
+from aalp_tf.cli.configs import export_config_from_flags
 
 
 def main(argv):

@@ -100,7 +100,7 @@ def check_finite_weights(model) -> None:
         raise UsageError(f"the model's weights are not finite: nothing was exported; received: "
                          f"NaN or inf in {len(bad)} of {len(weights)} variables ("
                          f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); accepted: "
-                         "finite weights (export an earlier --checkpoint, or train again with a "
+                         "finite weights (export an earlier --epoch, or train again with a "
                          "lower --learning_rate or --alpha)")
 
 

@@ -1,12 +1,12 @@
 """Train a model: `python -m aalp_tf.train --dataset=cifar10 --method=aalp [--flag=value ...]`.
 
-The dataset's flagfile (flags/<dataset>.cfg) supplies the paper's settings; any flag on the
-command line wins. Rerunning the same command resumes the run folder where it stopped.
+The paper's settings for the dataset (aalp_tf.paper) fill in every flag not given on the command
+line or in a --flagfile. Rerunning the same command resumes the run folder where it stopped.
 """
 import sys
 
 from aalp_tf import cli
-from aalp_tf.cli import config_from_flags
+from aalp_tf.cli.configs import config_from_flags
 
 
 def main(argv):

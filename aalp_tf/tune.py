@@ -12,7 +12,7 @@ import pathlib
 import sys
 
 from aalp_tf import cli
-from aalp_tf.cli import tune_config_from_flags
+from aalp_tf.cli.configs import tune_config_from_flags
 
 
 def main(argv):

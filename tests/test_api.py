@@ -1,5 +1,5 @@
 """The library as a user meets it (aalp_tf/__init__.py): AdversarialModel on a backbone of their
-own, Keras' fit, callbacks, save/load_model and export, aalp_tf.evaluate, and the README's
+own, Keras' fit, callbacks, save/load_model and export, aalp_tf.evaluate_model, and the README's
 examples, run on tiny shapes so they cannot rot."""
 import json
 import re
@@ -46,7 +46,9 @@ def weights(model):
 
 
 def test_import_aalp_tf_gives_the_public_api():
-    assert aalp_tf.evaluate is robustness.evaluate_model  # the function, not the command module
+    import aalp_tf.evaluate  # noqa: F401 (the command module: it no longer hides the function)
+
+    assert aalp_tf.evaluate_model is robustness.evaluate_model
     assert aalp_tf.AdversarialModel.__module__ == "aalp_tf.trainer"
     assert keras.saving.get_registered_name(aalp_tf.AdversarialModel) == \
         "aalp_tf>AdversarialModel"
@@ -192,13 +194,13 @@ def test_evaluate_refuses_images_outside_0_1_and_a_wrong_shape_in_one_line():
     for images, received in ((X[:8] * 255, f"values in [0, {top}] and 0 NaN or inf"),
                              (bad, "and 1 NaN or inf")):
         with pytest.raises(ValueError) as err:
-            aalp_tf.evaluate(model, (images, Y[:8]), attacks=["clean"])
+            aalp_tf.evaluate_model(model, (images, Y[:8]), attacks=["clean"])
         assert str(err.value).startswith("the test images must be float pixels in [0, 1]; ")
         assert received in str(err.value)
     with pytest.raises(ValueError, match=re.escape(
             "Invalid value received for argument `data`. Expected images of shape [N, H, W, C]. "
             "Received: images of shape (8, 28, 28)")):
-        aalp_tf.evaluate(model, (X[:8, ..., 0], Y[:8]), attacks=["clean"])
+        aalp_tf.evaluate_model(model, (X[:8, ..., 0], Y[:8]), attacks=["clean"])
 
 
 def test_sample_weights_scale_each_examples_loss():
@@ -317,35 +319,35 @@ def test_export_is_the_serving_savedmodel_without_the_optimizer(trained):
         model.export(path)
 
 
-# ---- aalp_tf.evaluate ----------------------------------------------------------------------
+# ---- aalp_tf.evaluate_model ----------------------------------------------------------------------
 
 
 def test_evaluate_takes_a_model_a_function_a_savedmodel_and_any_batches(trained, capsys):
     model, path = trained
     attacks = ["clean", "pgd2"]
-    record = aalp_tf.evaluate(model, (X, Y), attacks=attacks, batch_size=32, check_examples=16)
+    record = aalp_tf.evaluate_model(model, (X, Y), attacks=attacks, batch_size=32, check_examples=16)
     assert capsys.readouterr().out == ""
     assert record["examples"] == 64 and (record["epsilon"], record["step_size"]) == (0.3, 0.1)
     assert list(record["accuracy"]) == attacks and record["checks"]["examples"] == 16
     batches = [(X[:32], Y[:32]), (X[32:], Y[32:])]
     same = {
-        "dataset": aalp_tf.evaluate(model, tf.data.Dataset.from_tensor_slices((X, Y)).batch(32),
+        "dataset": aalp_tf.evaluate_model(model, tf.data.Dataset.from_tensor_slices((X, Y)).batch(32),
                                     attacks=attacks, checks=False),
-        "list of batches": aalp_tf.evaluate(model, batches, attacks=attacks, checks=False),
-        "function": aalp_tf.evaluate(model.inference_logits, batches, attacks=attacks,
+        "list of batches": aalp_tf.evaluate_model(model, batches, attacks=attacks, checks=False),
+        "function": aalp_tf.evaluate_model(model.inference_logits, batches, attacks=attacks,
                                      epsilon=0.3, step_size=0.1, checks=False),
-        "SavedModel": aalp_tf.evaluate(str(path), batches, attacks=attacks, epsilon=0.3,
+        "SavedModel": aalp_tf.evaluate_model(str(path), batches, attacks=attacks, epsilon=0.3,
                                        step_size=0.1, checks=False),
     }
     for name, other in same.items():
         assert other["accuracy"] == record["accuracy"], name
     with pytest.raises(ValueError) as err:
-        aalp_tf.evaluate(model.inference_logits, batches, attacks=attacks)
+        aalp_tf.evaluate_model(model.inference_logits, batches, attacks=attacks)
     assert str(err.value) == ("Invalid value received for argument `epsilon`. Expected a float "
                               "in (0, 1] (pixel units): only an AdversarialModel brings its own. "
                               "Received: epsilon=None")
     with pytest.raises(ValueError, match=re.escape("Received: images of dtype uint8")):
-        aalp_tf.evaluate(model, (X_UINT8, Y), attacks=attacks)
+        aalp_tf.evaluate_model(model, (X_UINT8, Y), attacks=attacks)
 
 
 # ---- the README's examples -------------------------------------------------------------------

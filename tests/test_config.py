@@ -155,8 +155,8 @@ def test_predict_refuses_a_non_finite_or_absurd_timeout(timeout, expected):
 
 
 def test_export_refuses_an_impossible_checkpoint():
-    assert refused(lambda: ExportConfig(model_dir="run", checkpoint=2 ** 40)) == (
-        "--checkpoint must be at most 2147483647 in size; received: 1099511627776")
+    assert refused(lambda: ExportConfig(model_dir="run", epoch=2 ** 40)) == (
+        "--epoch must be at most 2147483647 in size; received: 1099511627776")
     assert refused(lambda: ExportConfig(model_dir="run", version=0)) == (
         "--version must be an integer >= 1 (unset: the next free one); received: 0")
     assert refused(lambda: ExportConfig(model_dir="run", warmup_batch_sizes=(1, 0))) == (

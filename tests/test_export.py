@@ -204,9 +204,9 @@ def test_a_second_export_of_the_run_gets_the_next_version_and_any_checkpoint(tra
     result, cfg, after_epoch = trained
     run = cfg.train.model_dir
     # Into the run's own export folder, where training's final export is version 1.
-    latest, epoch = export_run(ExportConfig(model_dir=run, checkpoint=2))
+    latest, epoch = export_run(ExportConfig(model_dir=run, epoch=2))
     assert (latest, epoch) == (result.export_path.parent / "2", 2)
-    first, epoch = export_run(ExportConfig(model_dir=run, checkpoint=1, export_dir=str(tmp_path)))
+    first, epoch = export_run(ExportConfig(model_dir=run, epoch=1, export_dir=str(tmp_path)))
     assert (first, epoch) == (tmp_path / "mnist_aalp" / "1", 1)
     np.testing.assert_allclose(tf2_outputs(first, "serving_default", X)["logits"],
                                after_epoch[1], atol=1e-5)
@@ -220,8 +220,8 @@ def test_a_second_export_of_the_run_gets_the_next_version_and_any_checkpoint(tra
     assert str(err.value) == (f"export {latest} already exists; accepted: a new --version "
                               "(next free: 3)")
     with pytest.raises(UsageError) as err:
-        export_run(ExportConfig(model_dir=run, checkpoint=5))
-    assert str(err.value) == (f"--checkpoint=5: {run}/checkpoints keeps no checkpoint of that "
+        export_run(ExportConfig(model_dir=run, epoch=5))
+    assert str(err.value) == (f"--epoch=5: {run}/checkpoints keeps no checkpoint of that "
                               "epoch; accepted: one of [1, 2]")
     with pytest.raises(UsageError) as err:
         export_run(ExportConfig(model_dir=str(tmp_path / "nothing")))

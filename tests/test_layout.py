@@ -7,8 +7,8 @@
 - Subpackages never import a command; no two subpackages import each other, directly or
   through others.
 - The package's __init__ is the public API, on top of the library: it re-exports from the core
-  and the subpackages and imports no command (`aalp_tf.evaluate` is the function, and importing
-  the command module of that name would replace it).
+  and the subpackages and imports no command.
+- The command line (the `cli` package and the command modules) sits on top of everything.
 """
 import ast
 import pathlib
@@ -18,7 +18,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "aalp_tf"
 CORE = {"config", "registry", "errors", "files", "layers", "models", "losses", "attacks",
         "methods", "trainer", "signatures", "distribution", "adversaries", "awp", "schedules",
-        "overfitting", "rules"}
+        "overfitting", "rules", "paper"}
 API = "aalp_tf"  # the package's __init__
 COMMANDS = {"cli", "train", "evaluate", "tune", "analyze", "export", "compare"}
 
@@ -69,7 +69,7 @@ def layer(name: str) -> str:
         return "api"
     if len(parts) == 2 and parts[1] in CORE:
         return "core"
-    if len(parts) == 2 and parts[1] in COMMANDS:
+    if parts[1] in COMMANDS:  # a command module, or a module of the cli package
         return "command"
     if parts[-1] == "__main__":
         return "command"
@@ -142,6 +142,11 @@ def test_subpackages_form_no_circle():
             if d.startswith("aalp_tf") and layer(d) not in ("core", "command", layer(name)))
     cycle = find_cycle(packages)
     assert cycle is None, "subpackages import each other: " + " -> ".join(cycle)
+
+
+def test_the_cli_is_a_package_of_the_command_layer():
+    assert {"aalp_tf.cli.table", "aalp_tf.cli.configs", "aalp_tf.cli.runner"} <= set(graph())
+    assert {layer(n) for n in graph() if n.startswith("aalp_tf.cli")} == {"command"}
 
 
 def test_nothing_below_the_api_imports_it_and_the_api_imports_the_library():

@@ -236,7 +236,7 @@ def test_result_lines_show_class_and_probabilities():
 
 def test_predict_command_prints_classes_and_probabilities(exports, servers, monkeypatch,
                                                           capsys):
-    code, out, err = run_command(["predict", f"--server={servers[0]}", "--model=digits",
+    code, out, err = run_command(["predict", f"--server={servers[0]}", "--model_name=digits",
                                   f"--images={exports[0].parent / 'uint8.npy'}"],
                                  monkeypatch, capsys)
     assert code == 0, err
@@ -247,10 +247,11 @@ def test_predict_command_prints_classes_and_probabilities(exports, servers, monk
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["predict", "--rest", "--model=digits"], "error: no TF Serving answers REST at {down} ("),
-    (["predict", "--model=mnist"], "error: TF Serving at {grpc} has no model 'mnist' "),
-    (["predict", "--model=digits", "--server=localhost"], "error: --server must be HOST:PORT; "
-                                                          "received: 'localhost'"),
+    (["predict", "--rest", "--model_name=digits"],
+     "error: no TF Serving answers REST at {down} ("),
+    (["predict", "--model_name=mnist"], "error: TF Serving at {grpc} has no model 'mnist' "),
+    (["predict", "--model_name=digits", "--server=localhost"],
+     "error: --server must be HOST:PORT; received: 'localhost'"),
     ([], "error: no command given; accepted: config, predict, e.g. python -m aalp_tf.serving "
          "config saved_models/"),
     (["serve"], "error: unknown serving command: received 'serve'; accepted: config, predict"),

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from aalp_tf.tuning import report, tuners
-from aalp_tf.config import AttackConfig, TuneConfig, validate_tune
+from aalp_tf.config import AttackConfig, TuneConfig
 from aalp_tf.errors import UsageError
 from aalp_tf.evaluation.loading import load_serving_logits
 from aalp_tf.experiment.training import train
@@ -179,11 +179,11 @@ def test_a_missing_tensorboard_fails_before_any_trial(tmp_path, monkeypatch):
                                     "received: (0.0, 1.0)"),
     (dict(keep_fraction_range=(0.5, 1.5)), "--keep_fraction_range must be LOW,HIGH with "
                                            "0 < LOW < HIGH <= 1.0; received: (0.5, 1.5)"),
-    (dict(max_trials=0), "--max_trials must be >= 1; received: 0"),
+    (dict(max_trials=0), "--max_trials must be an integer >= 1; received: 0"),
 ])
 def test_bad_search_settings_are_refused_in_one_line(tmp_path, change, expected):
     with pytest.raises(UsageError) as err:
-        validate_tune(dataclasses.replace(tiny_search(tmp_path), **change))
+        dataclasses.replace(tiny_search(tmp_path), **change)
     assert str(err.value) == expected
 
 

@@ -94,7 +94,7 @@ def check_settings(cfg: CompareConfig, settings: dict) -> None:
     """
     out = pathlib.Path(cfg.out)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; accepted: a folder (new or holding this study)")
+        raise UsageError(f"--output_dir {out} is a file; accepted: a folder (new or holding this study)")
     stored = out / SETTINGS
     if stored.exists():
         _refuse(cfg, stored.name, differences(read_json(stored), settings))
@@ -106,9 +106,9 @@ def check_settings(cfg: CompareConfig, settings: dict) -> None:
 
 def _refuse(cfg: CompareConfig, where: str, changed: List[str]) -> None:
     if changed:
-        raise UsageError(f"--out {cfg.out} holds a study with other settings ({where}: "
+        raise UsageError(f"--output_dir {cfg.out} holds a study with other settings ({where}: "
                          f"{'; '.join(changed[:3])}); accepted: the same settings (--methods "
-                         "and --seeds may grow), or a new --out")
+                         "and --seeds may grow), or a new --output_dir")
 
 
 def write_settings(cfg: CompareConfig, settings: dict) -> None:

@@ -97,18 +97,6 @@ def parse_attack_examples(raw: Sequence[str]) -> Tuple[Tuple[str, int], ...]:
     return tuple(parsed)
 
 
-def flagfile_value(path: pathlib.Path, name: str) -> Optional[str]:
-    """The value `--name=VALUE` takes in an absl flagfile (the last one wins), or None."""
-    if not path.is_file():
-        return None
-    value = None
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line.startswith(f"--{name}="):
-            value = line.split("=", 1)[1]
-    return value
-
-
 def _no_repeats(name: str, items: Sequence) -> None:
     repeated = sorted({str(i) for i in items if list(items).count(i) > 1})
     check(not repeated, f"--{name} names {', '.join(repeated)} more than once; accepted: "
@@ -122,8 +110,8 @@ def validate_compare(cfg: CompareConfig, *, known_methods: Sequence[str]) -> Com
       cfg: the config.
       known_methods: the names the methods registry knows.
     """
-    check(bool(cfg.out), "--out is not set: pass the study's folder, e.g. "
-                         "--out=benchmarks/results/mnist_seeds")
+    check(bool(cfg.out), "--output_dir is not set: pass the study's folder, e.g. "
+                         "--output_dir=benchmarks/results/mnist_seeds")
     check(len(cfg.methods) > 0, "--methods is empty; accepted: methods, comma-separated, e.g. "
                                 "alp,aalp")
     for method in cfg.methods:

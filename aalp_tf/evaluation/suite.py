@@ -211,12 +211,12 @@ def check_output(path) -> None:
     evaluation that may take hours, not after it."""
     path = pathlib.Path(path)
     if path.is_dir():
-        raise UsageError(f"--output {path} is a folder; accepted: a file path, e.g. "
+        raise UsageError(f"--output_file {path} is a folder; accepted: a file path, e.g. "
                          f"{path / 'evaluation.json'}")
     if path.exists() and not os.access(path, os.W_OK):
-        raise UsageError(f"--output {path} is not writable (permission denied); accepted: a "
+        raise UsageError(f"--output_file {path} is not writable (permission denied); accepted: a "
                          "file this user may write")
-    check_writable(path.parent, flag="--output's folder")
+    check_writable(path.parent, flag="--output_file's folder")
 
 
 def write_json(path, record: dict) -> pathlib.Path:

@@ -115,7 +115,7 @@ class RunFolder:
                              "folder with at least one completed epoch")
         epoch = epoch or max(kept)
         if epoch not in kept:
-            raise UsageError(f"--checkpoint={epoch}: {self.checkpoints} keeps no checkpoint of "
+            raise UsageError(f"--epoch={epoch}: {self.checkpoints} keeps no checkpoint of "
                              f"that epoch; accepted: one of {sorted(kept)}")
         tf.train.Checkpoint(model=model).restore(kept[epoch]).expect_partial(
             ).assert_existing_objects_matched()

@@ -3,16 +3,17 @@ r"""TF Serving around the exports: `python -m aalp_tf.serving <command> [--flag=
     python -m aalp_tf.serving config saved_models/ [--base_path=/models]
         writes saved_models/models.config (every model folder there) and batching.config, and
         prints the command that serves them
-    python -m aalp_tf.serving predict --server=localhost:8500 --model=mnist_aalp \
+    python -m aalp_tf.serving predict --server=localhost:8500 --model_name=mnist_aalp \
         --images=images.npy [--rest] [--signature=predict_uint8] [--version=N]
         sends one Predict request and prints each image's class and probabilities
 
-The first argument selects the command; the flags live in cli.py (serving section).
+The first argument selects the command; the flags below serve both.
 """
 import pathlib
 
 from aalp_tf import cli
-from aalp_tf.cli import FLAGS, predict_config_from_flags
+from aalp_tf.cli import FLAGS
+from aalp_tf.cli.configs import predict_config_from_flags
 from aalp_tf.errors import UsageError
 from aalp_tf.registry import Registry
 
@@ -37,7 +38,7 @@ def config_command(args) -> None:
 
 @COMMANDS.register("predict")
 def predict_command(args) -> None:
-    """Sends --images to --model at --server; prints classes and probabilities."""
+    """Sends --images to --model_name at --server; prints classes and probabilities."""
     cli.reject_positional(["predict", *args])
     cfg = predict_config_from_flags()
     from aalp_tf.serving import client

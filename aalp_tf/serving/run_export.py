@@ -16,11 +16,11 @@ from aalp_tf.serving import saved_model
 def export_run(cfg: ExportConfig) -> Tuple[pathlib.Path, int]:
     """Exports the checkpoint `cfg` names; returns (the version folder, the epoch exported).
 
-    Without --checkpoint, the epoch the run's own --export_epoch picks from its history, so that
+    Without --epoch, the epoch the run's own --export_epoch picks from its history, so that
     exporting a run again gives the model its training exported (--export_epoch=best: the best
     epoch, whose checkpoint the run keeps), not whichever epoch happens to be the latest.
     """
-    epoch = cfg.checkpoint or runs.chosen_epoch(cfg.model_dir)
+    epoch = cfg.epoch or runs.chosen_epoch(cfg.model_dir)
     model, run_cfg, epoch = runs.model_from_run(cfg.model_dir, epoch=epoch)
     path = saved_model.export_model(
         model, image_shape=DATASETS.get(run_cfg.data.dataset).image_shape,

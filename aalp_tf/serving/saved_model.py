@@ -11,7 +11,7 @@ The SavedModel itself (signatures, input checks, no optimizer) is the core's
 
 Export a run's checkpoint from the command line (see serving/run_export.py):
 
-    python -m aalp_tf.export --model_dir=runs/mnist_aalp [--checkpoint=EPOCH] [--name=NAME]
+    python -m aalp_tf.export --model_dir=runs/mnist_aalp [--epoch=N] [--name=NAME]
         [--version=N] [--export_dir=saved_models]
 """
 import json
