@@ -61,7 +61,8 @@ def hyperplane_projection(threat, points, w, c):
     lam = ((c - tf.gather(ab_before, k, batch_dims=1)[:, 0])
            / tf.maximum(total[:, 0] - tf.gather(a_before, k, batch_dims=1)[:, 0], 1e-12))
     lam = tf.where(feasible, tf.maximum(lam, 0.0), float("inf"))[:, None]
-    return tf.sign(w) * tf.minimum(lam * s, room)
+    # where s = 0 (w_i = 0) the pixel does not move; lam * s would be inf * 0 there
+    return tf.where(used, tf.sign(w) * tf.minimum(lam * s, room), 0.0)
 
 
 def _flat(x):
