@@ -36,7 +36,7 @@ def run_checks(logits_fn: Callable, batches: Iterable, *, epsilon: float, seed: 
 def evaluate(logits_fn: Callable, batches: Iterable, *, attacks: Sequence[str],
              image_shape: Sequence[int], epsilon: float, step_size: float, restarts: int = 1,
              seed: int = 0, checks: bool = True, check_examples: int = 100,
-             num_batches: int = None, verbose: bool = False) -> dict:
+             num_batches: int = None, verbose: bool = False, norm: str = "linf") -> dict:
     """Accuracy under each attack, with the sanity checks beside it.
 
     Args:
@@ -50,10 +50,12 @@ def evaluate(logits_fn: Callable, batches: Iterable, *, attacks: Sequence[str],
       check_examples: the checks' slice: the first this many images.
       num_batches: for the progress display.
       verbose: print the checks and the progress.
+      norm: the threat model, "linf" or "l2"; epsilon is its radius.
 
     Returns:
-      {"examples", "epsilon", "step_size", "restarts", "seed", "accuracy": {attack: [0, 1]}},
-      and "checks" ({"examples", "failed", "results"}) when they ran.
+      {"examples", "norm", "epsilon", "step_size", "restarts", "seed", "accuracy": {attack:
+      [0, 1]}, "attacks_run": {attack: what it ran, in words}}, and "checks" ({"examples",
+      "failed", "results"}) when they ran.
     """
     for name in attacks:
         suite.parse_attack(name)  # a bad name fails before any work
@@ -67,9 +69,11 @@ def evaluate(logits_fn: Callable, batches: Iterable, *, attacks: Sequence[str],
     accuracy, count = suite.evaluate(
         logits_fn, batches, attacks, image_shape=image_shape, epsilon=epsilon,
         step_size=step_size, restarts=restarts, seed=seed, num_batches=num_batches,
-        verbose=int(verbose))
-    record.update(examples=count, epsilon=epsilon, step_size=step_size, restarts=restarts,
-                  seed=seed, accuracy=accuracy)
+        verbose=int(verbose), norm=norm)
+    record.update(examples=count, norm=norm, epsilon=epsilon, step_size=step_size,
+                  restarts=restarts, seed=seed, accuracy=accuracy,
+                  attacks_run={name: suite.describe(suite.parse_attack(name), restarts=restarts)
+                               for name in attacks})
     return record
 
 
@@ -120,7 +124,7 @@ def _as_float32(batches):
 def evaluate_model(model, data, *, attacks: Sequence[str], epsilon: Optional[float] = None,
                    step_size: Optional[float] = None, restarts: int = 1, seed: int = 0,
                    checks: bool = True, check_examples: int = 100, batch_size: int = 128,
-                   verbose: bool = False) -> dict:
+                   verbose: bool = False, norm: Optional[str] = None) -> dict:
     """`aalp_tf.evaluate`: accuracy under each attack, with the sanity checks beside it, as
     `python -m aalp_tf.evaluate` computes them.
 
@@ -139,6 +143,7 @@ def evaluate_model(model, data, *, attacks: Sequence[str], epsilon: Optional[flo
       check_examples: the checks' slice: the first this many images.
       batch_size: the batch of arrays (the command's --batch_size: same batches, same numbers).
       verbose: print the checks and the progress (nothing is printed otherwise).
+      norm: the threat model, "linf" or "l2"; default: an AdversarialModel's own, else "linf".
 
     Returns:
       {"examples", "epsilon", "step_size", "restarts", "seed", "accuracy": {attack: [0, 1]}}
@@ -149,6 +154,7 @@ def evaluate_model(model, data, *, attacks: Sequence[str], epsilon: Optional[flo
     own = model.attack_config if isinstance(model, AdversarialModel) else None
     epsilon = own.epsilon if epsilon is None and own else epsilon
     step_size = own.step_size if step_size is None and own else step_size
+    norm = norm or (own.norm if own else "linf")
     for name, value in (("epsilon", epsilon), ("step_size", step_size)):
         if value is None:
             raise invalid_argument(name, "a float in (0, 1] (pixel units): only an "
@@ -167,4 +173,4 @@ def evaluate_model(model, data, *, attacks: Sequence[str], epsilon: Optional[flo
     return evaluate(logits_fn, batches, attacks=attacks, image_shape=image_shape,
                     epsilon=float(epsilon), step_size=float(step_size), restarts=restarts,
                     seed=seed, checks=checks, check_examples=check_examples, num_batches=count,
-                    verbose=verbose)
+                    verbose=verbose, norm=norm)
