@@ -31,9 +31,14 @@ ATTACKS = {
                                                      norm="l2"),
     "apgd_t_l2": lambda f, x, y: autoattack.apgd_t(f, x, y, epsilon=L2_EPS, steps=5, targets=2,
                                                    norm="l2"),
+    "square_l2": lambda f, x, y: autoattack.square(f, x, y, epsilon=L2_EPS, queries=50,
+                                                   norm="l2"),
+    "autoattack_l2": lambda f, x, y: autoattack.autoattack(f, x, y, epsilon=L2_EPS, steps=5,
+                                                           queries=20, targets=2, fab_steps=5,
+                                                           norm="l2"),
 }
 L2_EPS = 0.5
-NORM_OF = {"apgd_ce_l2": "l2", "apgd_t_l2": "l2"}
+NORM_OF = {name: "l2" for name in ATTACKS if name.endswith("_l2")}
 
 
 def distance(delta, norm):
@@ -188,8 +193,10 @@ def test_bad_attack_names_are_refused_in_one_line(name):
     ("fab-t", "fab_t", {"steps": 100}),
     ("square1000", "square", {"queries": 1000}),
     ("autoattack", "autoattack", {"steps": 100, "fab_steps": 100, "queries": 5000}),
-    ("aa-lite", "autoattack", {"steps": 100, "queries": 1000, "with_fab": False}),
-    ("autoattack1000", "autoattack", {"steps": 100, "queries": 1000, "with_fab": False}),
+    ("aa-lite", "autoattack", {"steps": 100, "queries": 1000, "with_fab": False,
+                               "rescale_schedule": True}),
+    ("autoattack1000", "autoattack", {"steps": 100, "queries": 1000, "with_fab": False,
+                                      "rescale_schedule": True}),
 ])
 def test_each_family_calls_its_attack_with_the_evaluation_settings(monkeypatch, name, function,
                                                                    settings):

@@ -19,13 +19,12 @@ from typing import Callable, List, NamedTuple, Sequence
 import tensorflow as tf
 
 from aalp_tf import attacks, losses
-from aalp_tf.evaluation import fab
+from aalp_tf.evaluation import fab, square as square_search
 
 RHO = 0.75  # APGD halves its step when fewer than this share of steps raised the objective
 MOMENTUM = 0.75  # APGD's alpha
 TARGETS = 9  # APGD-T's target classes: the 9 most likely after the top one (all, with 10 classes)
-SQUARE_P_INIT = 0.8  # AutoAttack's initial share of pixels Square changes per query
-_SQUARE_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # of a 10000-query budget
+SQUARE_P_INIT = square_search.P_INIT
 _STREAM_CE, _STREAM_T, _STREAM_SQUARE = 1, 2, 3  # keep each attack's random numbers apart
 
 
@@ -205,76 +204,12 @@ def apgd_t_runs(logits_fn, *, epsilon, steps, restarts, targets=TARGETS, norm="l
     return Runs(run, targets * restarts)
 
 
-# ---- Square -------------------------------------------------------------------------------
-
-
-def _square_side(query, *, queries, p_init, height, width):
-    """The side of the square changed at this query: p halves on the paper's schedule."""
-    rescaled = tf.cast(query, tf.float32) * (10000.0 / queries)
-    halvings = tf.reduce_sum(tf.cast(rescaled > tf.constant(_SQUARE_HALVINGS, tf.float32),
-                                     tf.float32))
-    p = p_init * tf.pow(0.5, halvings)
-    side = tf.cast(tf.round(tf.sqrt(p * float(height * width))), tf.int32)
-    return tf.clip_by_value(side, 1, min(height, width) - 1)
-
-
-def _random_signs(shape, seed):
-    return tf.where(attacks.random_uniform(shape, seed) < 0.5, -1.0, 1.0)
-
-
-def _square_proposal(x, x_best, *, epsilon, side, seed):
-    """x_best with one random square (per example) set to x +- epsilon, a sign per channel."""
-    n, (height, width, channels) = tf.shape(x)[0], x.shape[1:]
-    corner = [attacks.random_uniform([n, 1], _fold(seed, axis), minval=0,
-                                     maxval=size - side + 1, dtype=tf.int32)
-              for axis, size in enumerate((height, width))]
-    inside = [(tf.range(size)[None, :] >= c) & (tf.range(size)[None, :] < c + side)
-              for c, size in zip(corner, (height, width))]
-    window = inside[0][:, :, None, None] & inside[1][:, None, :, None]  # [N, H, W, 1]
-    signs = _random_signs([n, 1, 1, channels], _fold(seed, 2))
-    same = tf.reduce_all(~window | (tf.abs(attacks.clip_to_image(x + epsilon * signs) - x_best)
-                                    < 1e-7), axis=[1, 2, 3])
-    signs = tf.where(_per_example(same), -signs, signs)  # a proposal must change something
-    return tf.where(window, attacks.clip_to_image(x + epsilon * signs), x_best)
-
-
-def _square_run(logits_fn, x, labels, *, epsilon, queries, seed, p_init):
-    """One Square attack (Andriushchenko et al. 2020, L-inf): `queries` forward passes, no
-    gradient. Random search on the margin z_y - max_{j != y} z_j from vertical stripes."""
-    margin = lambda images: -losses.cw_margin(logits=logits_fn(images), labels=labels)
-    height, width, channels = x.shape[1:]
-    stripes = _random_signs([tf.shape(x)[0], 1, width, channels], _fold(seed, 0))
-    x_best = attacks.clip_to_image(x + epsilon * stripes)
-
-    def body(query, x_best, best):
-        side = _square_side(query, queries=queries, p_init=p_init, height=height, width=width)
-        proposal = _square_proposal(x, x_best, epsilon=epsilon, side=side,
-                                    seed=_fold(seed, 1, query))
-        value = margin(proposal)
-        accept = (value < best) & (best > 0.0)  # fooled examples stay where they are
-        return (query + 1, attacks.where_examples(accept, proposal, x_best),
-                tf.where(accept, value, best))
-
-    keep_going = lambda query, _, best: (query < queries) & tf.reduce_any(best > 0.0)
-    _, x_best, _ = tf.while_loop(keep_going, body, (tf.constant(1), x_best, margin(x_best)))
-    return x_best, attacks.misclassified(logits_fn(x_best), labels)
-
-
-# Square's search is a different algorithm per norm (L2 moves mass between two squares); only
-# L-inf's is written so far, and a missing norm is refused rather than run as another attack.
-_SQUARE_RUNS = {"linf": _square_run}
-
-
 def square_runs(logits_fn, *, epsilon, queries, restarts, p_init=SQUARE_P_INIT,
-                norm="linf") -> Runs:
-    """The Square attack: one run per restart."""
-    if norm not in _SQUARE_RUNS:
-        raise ValueError(f"Invalid value received for argument `norm`. Square supports "
-                         f"{sorted(_SQUARE_RUNS)} so far. Received: norm={norm!r}")
-    square_run = _SQUARE_RUNS[norm]
-    run = lambda restart, x, y, seed: square_run(
-        logits_fn, x, y, epsilon=epsilon, queries=queries, p_init=p_init,
-        seed=_fold(seed, _STREAM_SQUARE, restart))
+                rescale_schedule=True, norm="linf") -> Runs:
+    """The Square attack (evaluation.square): one run per restart."""
+    run = lambda restart, x, y, seed: square_search.square_run(
+        logits_fn, x, y, epsilon=epsilon, queries=queries, p_init=p_init, norm=norm,
+        rescale_schedule=rescale_schedule, seed=_fold(seed, _STREAM_SQUARE, restart))
     return Runs(run, restarts)
 
 
@@ -317,25 +252,29 @@ def fab_t(logits_fn, x, labels, *, epsilon, steps=fab.STEPS, restarts=1, seed=(0
 
 @tf.function(autograph=False)  # explicit control flow: autograph would only slow tracing
 def square(logits_fn, x, labels, *, epsilon, queries=5000, restarts=1, seed=(0, 0),
-           p_init=SQUARE_P_INIT, norm="linf"):
-    """Square: gradient-free random search, `queries` forward passes per restart."""
+           p_init=SQUARE_P_INIT, rescale_schedule=True, norm="linf"):
+    """Square: gradient-free random search, `queries` forward passes per restart;
+    `rescale_schedule`: p's halvings as if the budget were 10000 queries."""
     runs = square_runs(logits_fn, epsilon=epsilon, queries=queries, restarts=restarts,
-                       p_init=p_init, norm=norm)
+                       p_init=p_init, rescale_schedule=rescale_schedule, norm=norm)
     return run_in_turn(logits_fn, x, labels, [runs], seed)[0]
 
 
 @tf.function(autograph=False)  # explicit control flow: autograph would only slow tracing
 def autoattack(logits_fn, x, labels, *, epsilon, steps=100, queries=5000, restarts=1,
-               seed=(0, 0), targets=TARGETS, fab_steps=fab.STEPS, with_fab=True, norm="linf"):
+               seed=(0, 0), targets=TARGETS, fab_steps=fab.STEPS, with_fab=True,
+               rescale_schedule=False, norm="linf"):
     """AutoAttack's sequence, each attack on the examples still classified correctly; per
     example the first point that fools wins. The defaults are the standard version exactly:
     APGD-CE and APGD-T (9 targets) of 100 steps, FAB-T (9 targets) of 100 steps, Square of 5000
-    queries, one restart each. `with_fab=False` and fewer queries give the cheaper variants
-    evaluation.suite names apart (aa-lite<k>)."""
+    queries on p's unrescaled schedule, one restart each. `with_fab=False`, fewer queries and
+    `rescale_schedule=True` give the cheaper variant evaluation.suite names apart (aa-lite<k>,
+    the earlier `autoattack<k>`)."""
     settings = dict(epsilon=epsilon, restarts=restarts, norm=norm)
     sequence = [apgd_ce_runs(logits_fn, steps=steps, **settings),
                 apgd_t_runs(logits_fn, steps=steps, targets=targets, **settings)]
     if with_fab:
         sequence.append(fab_t_runs(logits_fn, steps=fab_steps, targets=targets, **settings))
-    sequence.append(square_runs(logits_fn, queries=queries, **settings))
+    sequence.append(square_runs(logits_fn, queries=queries, rescale_schedule=rescale_schedule,
+                                **settings))
     return run_in_turn(logits_fn, x, labels, sequence, seed)[0]

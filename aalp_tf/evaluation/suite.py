@@ -127,7 +127,7 @@ def _autoattack(logits_fn, *, epsilon, restarts, norm, **_):
 def _aa_lite(logits_fn, *, steps, epsilon, restarts, norm, **_):
     return lambda x, y, seeds: autoattack.autoattack(
         logits_fn, x, y, epsilon=epsilon, steps=APGD_STEPS, queries=steps, with_fab=False,
-        restarts=restarts, seed=seeds, norm=norm)
+        rescale_schedule=True, restarts=restarts, seed=seeds, norm=norm)
 
 
 def describe(spec: "AttackSpec", *, restarts: int = 1) -> str:
