@@ -265,3 +265,20 @@ def test_the_evaluation_figure_does_not_depend_on_the_batch_size():
         figures.append(accuracy)
     assert figures[0] == figures[1] == figures[2]
     assert 0.0 < figures[0]["pgd3"] < 1.0  # a radius where the figure can move
+
+
+def test_an_l2_evaluation_runs_every_attack_and_the_checks_in_l2_and_says_so(monkeypatch):
+    from aalp_tf.evaluation import checks, robustness
+    seen = []
+    real = checks.run_checks
+    monkeypatch.setattr(checks, "run_checks",
+                        lambda *a, **kw: seen.append(kw["norm"]) or real(*a, **kw))
+    x = np.random.default_rng(6).random((6, 8, 8, 1)).astype(np.float32)
+    f = linear_logits()
+    y = np.argmax(f(x).numpy(), -1)
+    record = robustness.evaluate(f, [(x, y)], attacks=["clean", "pgd3", "autoattack1000"],
+                                 image_shape=(8, 8, 1), epsilon=0.5, step_size=0.2, norm="l2",
+                                 check_examples=6)
+    assert seen == ["l2"] and record["norm"] == "l2"
+    assert record["accuracy"]["pgd3"] < 1.0
+    assert record["attacks_run"]["autoattack1000"].startswith("NOT standard AutoAttack")

@@ -23,10 +23,10 @@ from aalp_tf.trainer import AdversarialModel
 
 
 def run_checks(logits_fn: Callable, batches: Iterable, *, epsilon: float, seed: int,
-               examples: int, verbose: bool) -> dict:
+               examples: int, verbose: bool, norm: str = "linf") -> dict:
     """The sanity checks on the first `examples` images, as the JSON record keeps them."""
     x, y = sanity.first_examples(batches, examples)
-    results = sanity.run_checks(logits_fn, x, y, epsilon=epsilon, seed=seed)
+    results = sanity.run_checks(logits_fn, x, y, epsilon=epsilon, seed=seed, norm=norm)
     if verbose:
         print(f"sanity checks on the first {x.shape[0]} test images:")
         print("\n".join(sanity.report_lines(results)))
@@ -65,7 +65,7 @@ def evaluate(logits_fn: Callable, batches: Iterable, *, attacks: Sequence[str],
     record = {}
     if checks:
         record["checks"] = run_checks(logits_fn, batches, epsilon=epsilon, seed=seed,
-                                      examples=check_examples, verbose=verbose)
+                                      examples=check_examples, verbose=verbose, norm=norm)
     accuracy, count = suite.evaluate(
         logits_fn, batches, attacks, image_shape=image_shape, epsilon=epsilon,
         step_size=step_size, restarts=restarts, seed=seed, num_batches=num_batches,
