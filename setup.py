@@ -33,5 +33,8 @@ setup(
         "test": ["pytest"],
         # The gRPC client and warm-up records; it requires the full `tensorflow` package.
         "serving": ["tensorflow-serving-api"],
+        # benchmarks/autoattack_agreement.py: the official AutoAttack (Croce & Hein's PyTorch
+        # code) run on our SavedModel; neither the package nor its tests need these.
+        "crosscheck": ["torch==2.13.0", "pyautoattack==0.2.0"],
     },
 )

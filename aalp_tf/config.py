@@ -61,6 +61,9 @@ class AttackConfig:
     step_size: float
     steps: int
     random_start: bool = True
+    # The threat model, attacks.THREAT_MODELS: "linf" (epsilon in (0, 1]) or "l2" (epsilon in
+    # pixel units of the whole image, e.g. 2 on MNIST, 0.5 on CIFAR-10: (0, sqrt(H*W*C)]).
+    norm: str = "linf"
     # Ramp epsilon and the step linearly from 0 over this many epochs (0: off, as in the paper).
     # Short MNIST runs at eps=0.3 can otherwise sit at chance accuracy for epochs.
     warmup_epochs: float = 0.0

@@ -287,8 +287,8 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
         replica = context.replica_id_in_sync_group if context else 0
         local = tf.shape(images)[0]
         shape = tf.concat([[local * replicas], tf.shape(images)[1:]], axis=0)
-        eps = self.attack_config.epsilon
-        noise = tf.random.stateless_uniform(shape, seed=seed, minval=-eps, maxval=eps)
+        threat = attacks.threat_model(self.attack_config.norm)
+        noise = threat.random_perturb(shape, epsilon=self.attack_config.epsilon, seed=seed)
         return noise[replica * local:(replica + 1) * local]
 
     def _step_seed(self):
@@ -312,7 +312,8 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
         noise = self._start_noise(images, seed) * scale if cfg.random_start else None
         adv = attacks.pgd(self.inference_logits, images, labels, epsilon=cfg.epsilon * scale,
                           step_size=cfg.step_size * scale, steps=steps or cfg.steps,
-                          objective=target, random_start=cfg.random_start, noise=noise)
+                          objective=target, random_start=cfg.random_start, noise=noise,
+                          norm=cfg.norm)
         return tf.stop_gradient(adv)
 
     # ---- training --------------------------------------------------------------------------

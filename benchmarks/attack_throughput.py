@@ -66,11 +66,12 @@ def eval_functions(logits_fn, shape, steps):
 def variants_for(model, logits_fn, evals, x, y, *, steps):
     settings = dict(epsilon=EPSILON, step_size=STEP, steps=steps)
     grad = harness.input_gradient_function(model)
+    index = tf.range(tf.shape(y)[0], dtype=tf.int64)  # the examples' positions: their seeds
     variants = {
         "pgd ours": lambda: attacks.pgd(logits_fn, x, y, **settings),
         "cw ours": lambda: attacks.cw(logits_fn, x, y, **settings),
-        "pgd ours, eval": lambda: evals["pgd"](x, y),
-        "cw ours, eval": lambda: evals["cw"](x, y),
+        "pgd ours, eval": lambda: evals["pgd"](x, y, index),
+        "cw ours, eval": lambda: evals["cw"](x, y, index),
         "[input gradient]": lambda: grad(x, y),
     }
     variants.update(cleverhans_variants(logits_fn, x, y, steps))

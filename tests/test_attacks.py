@@ -107,3 +107,58 @@ def test_the_pgd_loop_calls_the_gradient_as_a_function_of_its_own(batch):
               if n.op in ("PartitionedCall", "StatefulPartitionedCall")]
     assert [f.attr["_noinline"].b for f in called] == [True]
     assert any(n.op == "Sign" for n in body.node_def)  # the step itself stays in the loop
+
+
+L2_EPS = 0.5
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "cw"])
+def test_l2_outputs_stay_in_the_l2_ball_and_in_the_image_range(name, batch):
+    x, y = batch
+    run = {"fgsm": lambda: attacks.fgsm(linear_logits(), x, y, epsilon=L2_EPS, norm="l2"),
+           "pgd": lambda: attacks.pgd(linear_logits(), x, y, epsilon=L2_EPS, step_size=0.2,
+                                      steps=5, norm="l2"),
+           "cw": lambda: attacks.cw(linear_logits(), x, y, epsilon=L2_EPS, step_size=0.2,
+                                    steps=5, norm="l2")}[name]
+    delta = run().numpy() - x.numpy()
+    norms = np.sqrt((delta.reshape(16, -1) ** 2).sum(1))
+    assert norms.max() <= L2_EPS + 1e-5
+    assert (x.numpy() + delta).min() >= 0.0 and (x.numpy() + delta).max() <= 1.0
+    assert norms[8:].min() > L2_EPS / 2  # the inner images moved a good part of the radius
+    assert np.abs(delta).max() < L2_EPS  # not an L-inf step: no pixel moved by epsilon
+
+
+def test_each_threat_model_projects_onto_its_ball_and_steps_along_its_steepest_direction():
+    x = tf.fill([2, 2, 2, 1], 0.5)
+    far = x + tf.constant([0.4, -0.3, 0.0, 0.0, 0.1, 0.1, 0.1, 0.1], shape=[2, 2, 2, 1])
+    linf = attacks.LinfStep.project(far, x, epsilon=0.2).numpy() - 0.5
+    np.testing.assert_allclose(linf.ravel(), [0.2, -0.2, 0, 0, 0.1, 0.1, 0.1, 0.1], atol=1e-6)
+    l2 = attacks.L2Step.project(far, x, epsilon=0.1).numpy() - 0.5
+    np.testing.assert_allclose(l2.ravel(), [0.08, -0.06, 0, 0, 0.05, 0.05, 0.05, 0.05],
+                               atol=1e-6)  # scaled down to norm 0.1, direction kept
+    grad = tf.constant([3.0, -4.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0], shape=[2, 2, 2, 1])
+    np.testing.assert_allclose(attacks.L2Step.step(x, grad, size=1.0).numpy().ravel() - 0.5,
+                               [0.6, -0.8, 0, 0, 0.5, 0.5, 0.5, 0.5], atol=1e-6)
+    np.testing.assert_allclose(attacks.LinfStep.step(x, grad, size=0.1).numpy().ravel() - 0.5,
+                               [0.1, -0.1, 0, 0, 0.1, 0.1, 0.1, 0.1], atol=1e-6)
+    start = attacks.L2Step.random_perturb([3, 4, 4, 1], epsilon=0.7, seed=(1, 2)).numpy()
+    np.testing.assert_allclose(np.sqrt((start.reshape(3, -1) ** 2).sum(1)), 0.7, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"Expected one of \['l2', 'linf'\]. Received: "
+                                         r"norm='l1'"):
+        attacks.threat_model("l1")
+
+
+def test_per_example_random_numbers_depend_only_on_each_examples_seed():
+    seeds = attacks.example_seeds(5, tf.constant([0, 1, 2, 3], tf.int64))
+    draw = lambda s: attacks.random_uniform([int(s.shape[0]), 50], s).numpy()
+    everyone = draw(seeds)
+    np.testing.assert_array_equal(draw(tf.gather(seeds, [2, 0])), everyone[[2, 0]])
+    assert everyone.min() >= 0.0 and everyone.max() < 1.0
+    assert abs(everyone.mean() - 0.5) < 0.05 and len(np.unique(everyone)) == everyone.size
+    assert not np.array_equal(draw(attacks.fold(seeds, 1)), everyone)
+    assert not np.array_equal(draw(attacks.example_seeds(6, tf.range(4, dtype=tf.int64))),
+                              everyone)
+    ints = attacks.random_uniform([4, 1000], seeds, minval=2, maxval=7, dtype=tf.int32).numpy()
+    assert set(np.unique(ints)) == {2, 3, 4, 5, 6}
+    normal = attacks.random_normal([4, 2000], seeds).numpy()
+    assert abs(normal.mean()) < 0.05 and abs(normal.std() - 1.0) < 0.05

@@ -1,15 +1,17 @@
-"""AutoAttack's L-inf attacks (Croce & Hein 2020) as tf.function graphs: APGD-CE, APGD-T, Square.
+"""AutoAttack (Croce & Hein 2020) as tf.function graphs: APGD-CE, APGD-T, FAB-T (evaluation.fab),
+Square, and `autoattack`, their standard sequence.
 
 Same conventions as `attacks`: pure functions of a logits function (the model in inference mode),
-images in [0, 1], true labels and keyword-only settings, stateless seeds, fixed step counts (Square
-stops early only once every example of the batch is fooled, which changes no result). Every
+images in [0, 1], true labels and keyword-only settings, stateless seeds (a batch seed [2] or one
+per example [N, 2], see `attacks`), fixed step counts (Square stops early only once every example
+of the batch is fooled, which changes no result), a threat model `norm` ("linf" or "l2"). Every
 output lies in the epsilon-ball around the input and in [0, 1].
 
 An attack is a number of *runs* (random restarts, target classes) of one graph. `run_in_turn`
 tries them one after another on the examples that neither the clean input nor an earlier run has
 fooled, as AutoAttack does, so per example the first point that fools the model is kept: an
 example counts as broken if any iterate of any run fooled it. `autoattack` chains APGD-CE,
-APGD-T and Square that way.
+APGD-T, FAB-T and Square that way.
 """
 import math
 from typing import Callable, List, NamedTuple, Sequence
@@ -17,57 +19,53 @@ from typing import Callable, List, NamedTuple, Sequence
 import tensorflow as tf
 
 from aalp_tf import attacks, losses
+from aalp_tf.evaluation import fab, square as square_search
 
 RHO = 0.75  # APGD halves its step when fewer than this share of steps raised the objective
 MOMENTUM = 0.75  # APGD's alpha
 TARGETS = 9  # APGD-T's target classes: the 9 most likely after the top one (all, with 10 classes)
-SQUARE_P_INIT = 0.8  # AutoAttack's initial share of pixels Square changes per query
-_SQUARE_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # of a 10000-query budget
+SQUARE_P_INIT = square_search.P_INIT
 _STREAM_CE, _STREAM_T, _STREAM_SQUARE = 1, 2, 3  # keep each attack's random numbers apart
 
 
 class Runs(NamedTuple):
-    """`count` runs of one attack: run(index, images, labels) -> (adversarial images, [N] bool
-    fooled), index a scalar int32 tensor (restart, target class). One graph serves every index."""
+    """`count` runs of one attack: run(index, images, labels, seed) -> (adversarial images, [N]
+    bool fooled), index a scalar int32 tensor (restart, target class), seed the batch's [2] or
+    the examples' [N, 2]. One graph serves every index."""
 
     run: Callable
     count: int
 
 
-def _fold(seed, *data):
-    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
-    for value in data:
-        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(value, tf.int64))
-    return seed
+_fold = attacks.fold
+_per_example = attacks.per_example
 
 
-def _per_example(values):
-    return tf.reshape(values, [-1, 1, 1, 1])
-
-
-def _attack_remaining(run, x, labels, result, found):
+def _attack_remaining(run, x, labels, seed, result, found):
     """Runs `run` on the examples not yet fooled; they take its points, fooling or not (so an
     example nothing fools ends at the last run's best point)."""
     remaining = tf.where(~found)[:, 0]
 
     def attack():
-        x_adv, fooled = run(tf.gather(x, remaining), tf.gather(labels, remaining))
+        x_adv, fooled = run(tf.gather(x, remaining), tf.gather(labels, remaining),
+                            attacks.gather_seed(seed, remaining))
         return (tf.tensor_scatter_nd_update(result, remaining[:, None], x_adv),
                 tf.tensor_scatter_nd_update(found, remaining[:, None], fooled))
 
     return tf.cond(tf.size(remaining) > 0, attack, lambda: (result, found))
 
 
-def run_in_turn(logits_fn, x, labels, attacks_in_order: Sequence[Runs]):
+def run_in_turn(logits_fn, x, labels, attacks_in_order: Sequence[Runs], seed=(0, 0)):
     """Tries every run of every attack in turn on the examples that neither the clean input nor
     an earlier run fooled; returns (x_adv, [N] bool fooled)."""
     x = tf.convert_to_tensor(x, tf.float32)
     labels = tf.cast(labels, tf.int64)
+    seed = attacks.as_seed(seed)
     result, found = x, attacks.misclassified(logits_fn(x), labels)
     for runs in attacks_in_order:
         def body(index, result, found, run=runs.run):
-            attack = lambda images, y: run(index, images, y)
-            return (index + 1, *_attack_remaining(attack, x, labels, result, found))
+            attack = lambda images, y, s: run(index, images, y, s)
+            return (index + 1, *_attack_remaining(attack, x, labels, seed, result, found))
 
         _, result, found = tf.while_loop(lambda index, *_, count=runs.count: index < count,
                                          body, (tf.constant(0), result, found))
@@ -134,14 +132,14 @@ def _checkpoint(s: _State, at_checkpoint, interval, rho) -> _State:
         loss_best_ckpt=tf.where(at_checkpoint, s.loss_best, s.loss_best_ckpt))
 
 
-def _momentum_step(s: _State, x0, *, epsilon, momentum) -> _State:
-    """z = P(x + eta sign(grad)); x_next = P(x + alpha (z - x) + (1 - alpha) (x - x_prev))."""
-    z = attacks.project(s.x + _per_example(s.eta) * tf.sign(s.grad), x0, epsilon=epsilon)
+def _momentum_step(s: _State, x0, *, threat, epsilon, momentum) -> _State:
+    """z = P(x + eta step(grad)); x_next = P(x + alpha (z - x) + (1 - alpha) (x - x_prev))."""
+    z = threat.project(threat.step(s.x, s.grad, size=_per_example(s.eta)), x0, epsilon=epsilon)
     x_next = s.x + momentum * (z - s.x) + (1.0 - momentum) * (s.x - s.x_prev)
-    return s._replace(x=attacks.project(x_next, x0, epsilon=epsilon), x_prev=s.x)
+    return s._replace(x=threat.project(x_next, x0, epsilon=epsilon), x_prev=s.x)
 
 
-def _apgd_run(logits_fn, x, labels, *, epsilon, steps, objective, seed, rho=RHO,
+def _apgd_run(logits_fn, x, labels, *, epsilon, steps, objective, seed, norm="linf", rho=RHO,
               momentum=MOMENTUM):
     """One APGD run (Croce & Hein 2020, Algorithm 1) from a uniform random start: `steps`
     gradients. Returns, per example, the first iterate that fooled the model, else x_max."""
@@ -152,14 +150,16 @@ def _apgd_run(logits_fn, x, labels, *, epsilon, steps, objective, seed, rho=RHO,
         grad, logits = gradient(point)
         return objective(logits), grad, attacks.misclassified(logits, labels)
 
-    noise = tf.random.stateless_uniform(tf.shape(x), seed=seed, minval=-epsilon, maxval=epsilon)
-    start = attacks.project(x + noise, x, epsilon=epsilon)
+    threat = attacks.threat_model(norm)
+    noise = threat.random_perturb(tf.shape(x), epsilon=epsilon, seed=seed)
+    start = threat.project(x + noise, x, epsilon=epsilon)
     loss, grad, fooled = measure(start)
     n = tf.shape(x)[0]
     s = _State(x=start, x_prev=start, grad=grad, loss=loss, x_best=start, grad_best=grad,
                loss_best=loss, eta=tf.fill([n], 2.0 * epsilon), successes=tf.zeros([n]),
                halved=tf.zeros([n], tf.bool), loss_best_ckpt=loss, x_adv=start, found=fooled)
-    s = s._replace(x=attacks.project(start + 2.0 * epsilon * tf.sign(grad), x, epsilon=epsilon))
+    s = s._replace(x=threat.project(threat.step(start, grad, size=2.0 * epsilon), x,
+                                    epsilon=epsilon))
     marks = checkpoints(steps)
     at = tf.constant([k in marks for k in range(steps)])
     since = dict(zip(marks, [b - a for a, b in zip([0] + marks, marks)]))
@@ -168,7 +168,7 @@ def _apgd_run(logits_fn, x, labels, *, epsilon, steps, objective, seed, rho=RHO,
     def body(k, s):
         s = _observe(s, *measure(s.x))
         s = _checkpoint(s, at[k], interval[k], rho)
-        return k + 1, _momentum_step(s, x, epsilon=epsilon, momentum=momentum)
+        return k + 1, _momentum_step(s, x, threat=threat, epsilon=epsilon, momentum=momentum)
 
     _, s = tf.while_loop(lambda k, s: k < steps, body, (tf.constant(1), s))
     logits = logits_fn(s.x)
@@ -176,27 +176,27 @@ def _apgd_run(logits_fn, x, labels, *, epsilon, steps, objective, seed, rho=RHO,
     return attacks.where_examples(s.found, s.x_adv, s.x_best), s.found
 
 
-def apgd_ce_runs(logits_fn, *, epsilon, steps, restarts, seed) -> Runs:
+def apgd_ce_runs(logits_fn, *, epsilon, steps, restarts, norm="linf") -> Runs:
     """APGD on the cross-entropy: one run per restart."""
-    run = lambda restart, x, y: _apgd_run(logits_fn, x, y, epsilon=epsilon, steps=steps,
-                                          objective=attacks.cross_entropy_objective(y),
-                                          seed=_fold(seed, _STREAM_CE, restart))
+    run = lambda restart, x, y, seed: _apgd_run(
+        logits_fn, x, y, epsilon=epsilon, steps=steps, norm=norm,
+        objective=attacks.cross_entropy_objective(y), seed=_fold(seed, _STREAM_CE, restart))
     return Runs(run, restarts)
 
 
-def apgd_t_runs(logits_fn, *, epsilon, steps, restarts, seed, targets=TARGETS) -> Runs:
+def apgd_t_runs(logits_fn, *, epsilon, steps, restarts, targets=TARGETS, norm="linf") -> Runs:
     """APGD on the targeted DLR loss: a run per target class and restart.
 
     Target k (1..targets) is the class ranked k+1 by the clean logits (k = 1: the runner-up);
     targets beyond the number of classes are skipped.
     """
 
-    def run(index, x, y):
+    def run(index, x, y, seed):
         rank = index // restarts + 1
         order = tf.argsort(logits_fn(x), axis=-1, direction="DESCENDING")
         objective = lambda logits: losses.dlr_targeted(logits=logits, labels=y,
                                                        targets=tf.gather(order, rank, axis=1))
-        attack = lambda: _apgd_run(logits_fn, x, y, epsilon=epsilon, steps=steps,
+        attack = lambda: _apgd_run(logits_fn, x, y, epsilon=epsilon, steps=steps, norm=norm,
                                    objective=objective, seed=_fold(seed, _STREAM_T, index))
         return tf.cond(rank < tf.shape(order)[1], attack,
                        lambda: (x, tf.zeros(tf.shape(y), tf.bool)))
@@ -204,105 +204,77 @@ def apgd_t_runs(logits_fn, *, epsilon, steps, restarts, seed, targets=TARGETS) -
     return Runs(run, targets * restarts)
 
 
-# ---- Square -------------------------------------------------------------------------------
-
-
-def _square_side(query, *, queries, p_init, height, width):
-    """The side of the square changed at this query: p halves on the paper's schedule."""
-    rescaled = tf.cast(query, tf.float32) * (10000.0 / queries)
-    halvings = tf.reduce_sum(tf.cast(rescaled > tf.constant(_SQUARE_HALVINGS, tf.float32),
-                                     tf.float32))
-    p = p_init * tf.pow(0.5, halvings)
-    side = tf.cast(tf.round(tf.sqrt(p * float(height * width))), tf.int32)
-    return tf.clip_by_value(side, 1, min(height, width) - 1)
-
-
-def _random_signs(shape, seed):
-    return tf.where(tf.random.stateless_uniform(shape, seed=seed) < 0.5, -1.0, 1.0)
-
-
-def _square_proposal(x, x_best, *, epsilon, side, seed):
-    """x_best with one random square (per example) set to x +- epsilon, a sign per channel."""
-    n, (height, width, channels) = tf.shape(x)[0], x.shape[1:]
-    corner = [tf.random.stateless_uniform([n, 1], seed=_fold(seed, axis), minval=0,
-                                          maxval=size - side + 1, dtype=tf.int32)
-              for axis, size in enumerate((height, width))]
-    inside = [(tf.range(size)[None, :] >= c) & (tf.range(size)[None, :] < c + side)
-              for c, size in zip(corner, (height, width))]
-    window = inside[0][:, :, None, None] & inside[1][:, None, :, None]  # [N, H, W, 1]
-    signs = _random_signs([n, 1, 1, channels], _fold(seed, 2))
-    same = tf.reduce_all(~window | (tf.abs(attacks.clip_to_image(x + epsilon * signs) - x_best)
-                                    < 1e-7), axis=[1, 2, 3])
-    signs = tf.where(_per_example(same), -signs, signs)  # a proposal must change something
-    return tf.where(window, attacks.clip_to_image(x + epsilon * signs), x_best)
-
-
-def _square_run(logits_fn, x, labels, *, epsilon, queries, seed, p_init):
-    """One Square attack (Andriushchenko et al. 2020, L-inf): `queries` forward passes, no
-    gradient. Random search on the margin z_y - max_{j != y} z_j from vertical stripes."""
-    margin = lambda images: -losses.cw_margin(logits=logits_fn(images), labels=labels)
-    height, width, channels = x.shape[1:]
-    stripes = _random_signs([tf.shape(x)[0], 1, width, channels], _fold(seed, 0))
-    x_best = attacks.clip_to_image(x + epsilon * stripes)
-
-    def body(query, x_best, best):
-        side = _square_side(query, queries=queries, p_init=p_init, height=height, width=width)
-        proposal = _square_proposal(x, x_best, epsilon=epsilon, side=side,
-                                    seed=_fold(seed, 1, query))
-        value = margin(proposal)
-        accept = (value < best) & (best > 0.0)  # fooled examples stay where they are
-        return (query + 1, attacks.where_examples(accept, proposal, x_best),
-                tf.where(accept, value, best))
-
-    keep_going = lambda query, _, best: (query < queries) & tf.reduce_any(best > 0.0)
-    _, x_best, _ = tf.while_loop(keep_going, body, (tf.constant(1), x_best, margin(x_best)))
-    return x_best, attacks.misclassified(logits_fn(x_best), labels)
-
-
-def square_runs(logits_fn, *, epsilon, queries, restarts, seed, p_init=SQUARE_P_INIT) -> Runs:
-    """The Square attack: one run per restart."""
-    run = lambda restart, x, y: _square_run(logits_fn, x, y, epsilon=epsilon, queries=queries,
-                                            seed=_fold(seed, _STREAM_SQUARE, restart),
-                                            p_init=p_init)
+def square_runs(logits_fn, *, epsilon, queries, restarts, p_init=SQUARE_P_INIT,
+                rescale_schedule=True, norm="linf") -> Runs:
+    """The Square attack (evaluation.square): one run per restart."""
+    run = lambda restart, x, y, seed: square_search.square_run(
+        logits_fn, x, y, epsilon=epsilon, queries=queries, p_init=p_init, norm=norm,
+        rescale_schedule=rescale_schedule, seed=_fold(seed, _STREAM_SQUARE, restart))
     return Runs(run, restarts)
 
 
+def fab_t_runs(logits_fn, *, epsilon, steps=fab.STEPS, restarts=1, targets=TARGETS,
+               norm="linf") -> Runs:
+    """FAB-T (evaluation.fab): a run per target class and restart, as APGD-T's."""
+    run = lambda index, x, y, seed: fab.fab_t_run(logits_fn, index, x, y, seed, epsilon=epsilon,
+                                                  steps=steps, restarts=restarts, norm=norm)
+    return Runs(run, targets * restarts)
+
+
 # ---- the attacks ----------------------------------------------------------------------------
+# Each takes `seed` as a batch seed [2] or one per example [N, 2] (attacks.example_seeds).
 
 
 @tf.function(autograph=False)  # explicit control flow: autograph would only slow tracing
-def apgd_ce(logits_fn, x, labels, *, epsilon, steps=100, restarts=1, seed=(0, 0)):
+def apgd_ce(logits_fn, x, labels, *, epsilon, steps=100, restarts=1, seed=(0, 0), norm="linf"):
     """APGD-CE: images within epsilon of x and in [0, 1]; `steps` gradients per restart."""
-    runs = apgd_ce_runs(logits_fn, epsilon=epsilon, steps=steps, restarts=restarts, seed=seed)
-    return run_in_turn(logits_fn, x, labels, [runs])[0]
+    runs = apgd_ce_runs(logits_fn, epsilon=epsilon, steps=steps, restarts=restarts, norm=norm)
+    return run_in_turn(logits_fn, x, labels, [runs], seed)[0]
 
 
 @tf.function(autograph=False)  # explicit control flow: autograph would only slow tracing
 def apgd_t(logits_fn, x, labels, *, epsilon, steps=100, restarts=1, seed=(0, 0),
-           targets=TARGETS):
+           targets=TARGETS, norm="linf"):
     """APGD-T: targeted DLR, `steps` gradients per target class and restart."""
-    runs = apgd_t_runs(logits_fn, epsilon=epsilon, steps=steps, restarts=restarts, seed=seed,
-                       targets=targets)
-    return run_in_turn(logits_fn, x, labels, [runs])[0]
+    runs = apgd_t_runs(logits_fn, epsilon=epsilon, steps=steps, restarts=restarts,
+                       targets=targets, norm=norm)
+    return run_in_turn(logits_fn, x, labels, [runs], seed)[0]
+
+
+@tf.function(autograph=False)  # explicit control flow: autograph would only slow tracing
+def fab_t(logits_fn, x, labels, *, epsilon, steps=fab.STEPS, restarts=1, seed=(0, 0),
+          targets=TARGETS, norm="linf"):
+    """FAB-T: the closest boundary crossing towards each target class, counted inside the ball."""
+    runs = fab_t_runs(logits_fn, epsilon=epsilon, steps=steps, restarts=restarts,
+                      targets=targets, norm=norm)
+    return run_in_turn(logits_fn, x, labels, [runs], seed)[0]
 
 
 @tf.function(autograph=False)  # explicit control flow: autograph would only slow tracing
 def square(logits_fn, x, labels, *, epsilon, queries=5000, restarts=1, seed=(0, 0),
-           p_init=SQUARE_P_INIT):
-    """Square: gradient-free random search, `queries` forward passes per restart."""
-    runs = square_runs(logits_fn, epsilon=epsilon, queries=queries, restarts=restarts, seed=seed,
-                       p_init=p_init)
-    return run_in_turn(logits_fn, x, labels, [runs])[0]
+           p_init=SQUARE_P_INIT, rescale_schedule=True, norm="linf"):
+    """Square: gradient-free random search, `queries` forward passes per restart;
+    `rescale_schedule`: p's halvings as if the budget were 10000 queries."""
+    runs = square_runs(logits_fn, epsilon=epsilon, queries=queries, restarts=restarts,
+                       p_init=p_init, rescale_schedule=rescale_schedule, norm=norm)
+    return run_in_turn(logits_fn, x, labels, [runs], seed)[0]
 
 
 @tf.function(autograph=False)  # explicit control flow: autograph would only slow tracing
 def autoattack(logits_fn, x, labels, *, epsilon, steps=100, queries=5000, restarts=1,
-               seed=(0, 0), targets=TARGETS):
-    """AutoAttack's standard L-inf sequence without FAB-T: APGD-CE, then APGD-T, then Square, each
-    on the examples still classified correctly; per example the first point that fools wins."""
-    sequence = [
-        apgd_ce_runs(logits_fn, epsilon=epsilon, steps=steps, restarts=restarts, seed=seed),
-        apgd_t_runs(logits_fn, epsilon=epsilon, steps=steps, restarts=restarts, seed=seed,
-                    targets=targets),
-        square_runs(logits_fn, epsilon=epsilon, queries=queries, restarts=restarts, seed=seed)]
-    return run_in_turn(logits_fn, x, labels, sequence)[0]
+               seed=(0, 0), targets=TARGETS, fab_steps=fab.STEPS, with_fab=True,
+               rescale_schedule=False, norm="linf"):
+    """AutoAttack's sequence, each attack on the examples still classified correctly; per
+    example the first point that fools wins. The defaults are the standard version exactly:
+    APGD-CE and APGD-T (9 targets) of 100 steps, FAB-T (9 targets) of 100 steps, Square of 5000
+    queries on p's unrescaled schedule, one restart each. `with_fab=False`, fewer queries and
+    `rescale_schedule=True` give the cheaper variant evaluation.suite names apart (aa-lite<k>,
+    the earlier `autoattack<k>`)."""
+    settings = dict(epsilon=epsilon, restarts=restarts, norm=norm)
+    sequence = [apgd_ce_runs(logits_fn, steps=steps, **settings),
+                apgd_t_runs(logits_fn, steps=steps, targets=targets, **settings)]
+    if with_fab:
+        sequence.append(fab_t_runs(logits_fn, steps=fab_steps, targets=targets, **settings))
+    sequence.append(square_runs(logits_fn, queries=queries, rescale_schedule=rescale_schedule,
+                                **settings))
+    return run_in_turn(logits_fn, x, labels, sequence, seed)[0]

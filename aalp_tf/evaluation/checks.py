@@ -36,8 +36,10 @@ class CheckResult:
 class Probe:
     """The slice, the model, and accuracies under the checks' attacks, each computed once."""
 
-    def __init__(self, logits_fn, x, labels, *, epsilon: float, seed: int = 0):
+    def __init__(self, logits_fn, x, labels, *, epsilon: float, seed: int = 0,
+                 norm: str = "linf"):
         self.logits_fn, self.epsilon, self.seed = logits_fn, float(epsilon), seed
+        self.norm = norm  # the threat model of every attack below
         self.x = tf.convert_to_tensor(x, tf.float32)
         self.labels = tf.cast(labels, tf.int64)
         self.n = int(self.x.shape[0])
@@ -66,16 +68,16 @@ class Probe:
         return self.accuracy(("pgd", epsilon, steps, restarts), lambda: attacks.pgd(
             self.logits_fn, self.x, self.labels, epsilon=radius,
             step_size=2.5 * radius / CHECK_STEPS, steps=steps, restarts=restarts,
-            seed=(self.seed, 0), keep_best=True))
+            seed=(self.seed, 0), keep_best=True, norm=self.norm))
 
     def fgsm(self) -> float:
         return self.accuracy(("fgsm",), lambda: attacks.fgsm(
-            self.logits_fn, self.x, self.labels, epsilon=self.epsilon))
+            self.logits_fn, self.x, self.labels, epsilon=self.epsilon, norm=self.norm))
 
     def apgd(self) -> float:
         return self.accuracy(("apgd-ce",), lambda: autoattack.apgd_ce(
             self.logits_fn, self.x, self.labels, epsilon=self.epsilon, steps=CHECK_STEPS,
-            seed=(self.seed, 0)))
+            seed=(self.seed, 0), norm=self.norm))
 
 
 def _pct(value: float) -> str:
@@ -214,9 +216,10 @@ def require_finite_outputs(logits_fn, x) -> None:
                          "from a diverged training run); accepted: a model with finite logits")
 
 
-def run_checks(logits_fn, x, labels, *, epsilon: float, seed: int = 0) -> List[CheckResult]:
-    """Every check on the slice (x, labels), in order."""
-    probe = Probe(logits_fn, x, labels, epsilon=epsilon, seed=seed)
+def run_checks(logits_fn, x, labels, *, epsilon: float, seed: int = 0,
+               norm: str = "linf") -> List[CheckResult]:
+    """Every check on the slice (x, labels), in order, in the threat model `norm`."""
+    probe = Probe(logits_fn, x, labels, epsilon=epsilon, seed=seed, norm=norm)
     return [check(probe) for check in CHECKS]
 
 

@@ -22,10 +22,10 @@ from aalp_tf.evaluation.loading import load_logits
 
 
 def run_checks(logits_fn: Callable, batches: Iterable, *, epsilon: float, seed: int,
-               examples: int, verbose: bool) -> dict:
+               examples: int, verbose: bool, norm: str = "linf") -> dict:
     """The sanity checks on the first `examples` images, as the JSON record keeps them."""
     x, y = sanity.first_examples(batches, examples)
-    results = sanity.run_checks(logits_fn, x, y, epsilon=epsilon, seed=seed)
+    results = sanity.run_checks(logits_fn, x, y, epsilon=epsilon, seed=seed, norm=norm)
     if verbose:
         print(f"sanity checks on the first {x.shape[0]} test images:")
         print("\n".join(sanity.report_lines(results)))
@@ -35,7 +35,7 @@ def run_checks(logits_fn: Callable, batches: Iterable, *, epsilon: float, seed: 
 def evaluate(logits_fn: Callable, batches: Iterable, *, attacks: Sequence[str],
              image_shape: Sequence[int], epsilon: float, step_size: float, restarts: int = 1,
              seed: int = 0, checks: bool = True, check_examples: int = 100,
-             num_batches: int = None, verbose: bool = False) -> dict:
+             num_batches: int = None, verbose: bool = False, norm: str = "linf") -> dict:
     """Accuracy under each attack, with the sanity checks beside it.
 
     Args:
@@ -49,10 +49,12 @@ def evaluate(logits_fn: Callable, batches: Iterable, *, attacks: Sequence[str],
       check_examples: the checks' slice: the first this many images.
       num_batches: for the progress display.
       verbose: print the checks and the progress.
+      norm: the threat model, "linf" or "l2"; epsilon is its radius.
 
     Returns:
-      {"examples", "epsilon", "step_size", "restarts", "seed", "accuracy": {attack: [0, 1]}},
-      and "checks" ({"examples", "failed", "results"}) when they ran.
+      {"examples", "norm", "epsilon", "step_size", "restarts", "seed", "accuracy": {attack:
+      [0, 1]}, "attacks_run": {attack: what it ran, in words}}, and "checks" ({"examples",
+      "failed", "results"}) when they ran.
     """
     for name in attacks:
         suite.parse_attack(name)  # a bad name fails before any work
@@ -62,13 +64,15 @@ def evaluate(logits_fn: Callable, batches: Iterable, *, attacks: Sequence[str],
     record = {}
     if checks:
         record["checks"] = run_checks(logits_fn, batches, epsilon=epsilon, seed=seed,
-                                      examples=check_examples, verbose=verbose)
+                                      examples=check_examples, verbose=verbose, norm=norm)
     accuracy, count = suite.evaluate(
         logits_fn, batches, attacks, image_shape=image_shape, epsilon=epsilon,
         step_size=step_size, restarts=restarts, seed=seed, num_batches=num_batches,
-        verbose=int(verbose))
-    record.update(examples=count, epsilon=epsilon, step_size=step_size, restarts=restarts,
-                  seed=seed, accuracy=accuracy)
+        verbose=int(verbose), norm=norm)
+    record.update(examples=count, norm=norm, epsilon=epsilon, step_size=step_size,
+                  restarts=restarts, seed=seed, accuracy=accuracy,
+                  attacks_run={name: suite.describe(suite.parse_attack(name), restarts=restarts)
+                               for name in attacks})
     return record
 
 
@@ -119,7 +123,7 @@ def _as_float32(batches):
 def evaluate_model(model, data, *, attacks: Sequence[str], epsilon: Optional[float] = None,
                    step_size: Optional[float] = None, restarts: int = 1, seed: int = 0,
                    checks: bool = True, check_examples: int = 100, batch_size: int = 128,
-                   verbose: bool = False) -> dict:
+                   verbose: bool = False, norm: Optional[str] = None) -> dict:
     """`aalp_tf.evaluate`: accuracy under each attack, with the sanity checks beside it, as
     `python -m aalp_tf.evaluate` computes them.
 
@@ -138,6 +142,7 @@ def evaluate_model(model, data, *, attacks: Sequence[str], epsilon: Optional[flo
       check_examples: the checks' slice: the first this many images.
       batch_size: the batch of arrays (the command's --batch_size: same batches, same numbers).
       verbose: print the checks and the progress (nothing is printed otherwise).
+      norm: the threat model, "linf" or "l2"; default: an AdversarialModel's own, else "linf".
 
     Returns:
       {"examples", "epsilon", "step_size", "restarts", "seed", "accuracy": {attack: [0, 1]}}
@@ -150,6 +155,7 @@ def evaluate_model(model, data, *, attacks: Sequence[str], epsilon: Optional[flo
     own = getattr(model, "attack_config", None) if isinstance(model, keras.Model) else None
     epsilon = own.epsilon if epsilon is None and own else epsilon
     step_size = own.step_size if step_size is None and own else step_size
+    norm = norm or (own.norm if own else "linf")
     for name, value in (("epsilon", epsilon), ("step_size", step_size)):
         if value is None:
             raise invalid_argument(name, "a float in (0, 1] (pixel units): only an "
@@ -168,4 +174,4 @@ def evaluate_model(model, data, *, attacks: Sequence[str], epsilon: Optional[flo
     return evaluate(logits_fn, batches, attacks=attacks, image_shape=image_shape,
                     epsilon=float(epsilon), step_size=float(step_size), restarts=restarts,
                     seed=seed, checks=checks, check_examples=check_examples, num_batches=count,
-                    verbose=verbose)
+                    verbose=verbose, norm=norm)

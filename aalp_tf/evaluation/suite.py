@@ -1,8 +1,13 @@
 """Accuracy of a logits function under named attacks, as in the paper's Table 2.
 
 Attack names are a family and an optional step count: `clean`, `fgsm`, `pgd40`, `cw20`,
-`apgd-ce` (100 steps), `apgd-t50`, `square1000` (queries), `autoattack`. Families live in a
-registry, so stronger attacks join by registering a builder with its step-count rule.
+`apgd-ce` (100 steps), `apgd-t50`, `fab-t`, `square1000` (queries), `autoattack` (the standard
+version exactly, no count), `aa-lite1000` (a cheaper variant: no FAB-T, Square of 1000 queries).
+Families live in a registry, so stronger attacks join by registering a builder with its
+step-count rule; `describe` says in words what a name runs, for the report.
+
+Randomness is per example: example i of the evaluation draws from the seed (seed, i), so a
+figure does not depend on the batch size or on the other images of a batch.
 """
 import dataclasses
 import json
@@ -23,7 +28,8 @@ from aalp_tf.files import write_atomically
 from aalp_tf.registry import Registry
 from aalp_tf.files import check_writable
 
-# family -> builder(logits_fn, *, steps, epsilon, step_size, restarts, seed) -> fn(x, y) -> x_adv
+# family -> builder(logits_fn, *, steps, epsilon, step_size, restarts, norm)
+#   -> fn(x, y, seeds [N, 2]) -> x_adv
 ATTACK_FAMILIES = Registry("attack")
 # family -> REQUIRED (`pgd40`) or its default count (`apgd-ce` is apgd-ce100); absent: no count
 STEP_RULES: Dict[str, int] = {}
@@ -43,6 +49,10 @@ def register_family(name: str, *, steps: Optional[int] = None):
     return add
 
 
+# old names kept with their old meaning: the MNIST study's committed settings name autoattack1000
+ALIASES = {"autoattack1000": "aa-lite1000"}
+
+
 @dataclasses.dataclass(frozen=True)
 class AttackSpec:
     name: str
@@ -52,62 +62,102 @@ class AttackSpec:
 
 @ATTACK_FAMILIES.register("clean")
 def _clean(logits_fn, **_):
-    return lambda x, y: x
+    return lambda x, y, seeds: x
 
 
 @ATTACK_FAMILIES.register("fgsm")
-def _fgsm(logits_fn, *, epsilon, **_):
-    return lambda x, y: attacks.fgsm(logits_fn, x, y, epsilon=epsilon)
+def _fgsm(logits_fn, *, epsilon, norm, **_):
+    return lambda x, y, seeds: attacks.fgsm(logits_fn, x, y, epsilon=epsilon, norm=norm)
 
 
 @register_family("pgd", steps=REQUIRED)
-def _pgd(logits_fn, *, steps, epsilon, step_size, restarts, seed):
-    return lambda x, y: attacks.pgd(logits_fn, x, y, epsilon=epsilon, step_size=step_size,
-                                    steps=steps, restarts=restarts, seed=(seed, 0),
-                                    keep_best=True)
+def _pgd(logits_fn, *, steps, epsilon, step_size, restarts, norm):
+    return lambda x, y, seeds: attacks.pgd(logits_fn, x, y, epsilon=epsilon,
+                                           step_size=step_size, steps=steps, restarts=restarts,
+                                           seed=seeds, keep_best=True, norm=norm)
 
 
 @register_family("cw", steps=REQUIRED)
-def _cw(logits_fn, *, steps, epsilon, step_size, restarts, seed):
-    return lambda x, y: attacks.cw(logits_fn, x, y, epsilon=epsilon, step_size=step_size,
-                                   steps=steps, restarts=restarts, seed=(seed, 0),
-                                   keep_best=True)
+def _cw(logits_fn, *, steps, epsilon, step_size, restarts, norm):
+    return lambda x, y, seeds: attacks.cw(logits_fn, x, y, epsilon=epsilon,
+                                          step_size=step_size, steps=steps, restarts=restarts,
+                                          seed=seeds, keep_best=True, norm=norm)
 
 
-# ---- AutoAttack's attacks (aalp_tf.evaluation.autoattack); --restarts applies to each ----------------
+# ---- AutoAttack's attacks (aalp_tf.evaluation.autoattack); --restarts applies to each ----------
 APGD_STEPS = 100  # AutoAttack's standard budget per run
+FAB_STEPS = 100
 SQUARE_QUERIES = 5000
+LITE_QUERIES = 1000
 
 
 @register_family("apgd-ce", steps=APGD_STEPS)
-def _apgd_ce(logits_fn, *, steps, epsilon, restarts, seed, **_):
-    return lambda x, y: autoattack.apgd_ce(logits_fn, x, y, epsilon=epsilon, steps=steps,
-                                           restarts=restarts, seed=(seed, 0))
+def _apgd_ce(logits_fn, *, steps, epsilon, restarts, norm, **_):
+    return lambda x, y, seeds: autoattack.apgd_ce(logits_fn, x, y, epsilon=epsilon, steps=steps,
+                                                  restarts=restarts, seed=seeds, norm=norm)
 
 
 @register_family("apgd-t", steps=APGD_STEPS)
-def _apgd_t(logits_fn, *, steps, epsilon, restarts, seed, **_):
-    return lambda x, y: autoattack.apgd_t(logits_fn, x, y, epsilon=epsilon, steps=steps,
-                                          restarts=restarts, seed=(seed, 0))
+def _apgd_t(logits_fn, *, steps, epsilon, restarts, norm, **_):
+    return lambda x, y, seeds: autoattack.apgd_t(logits_fn, x, y, epsilon=epsilon, steps=steps,
+                                                 restarts=restarts, seed=seeds, norm=norm)
+
+
+@register_family("fab-t", steps=FAB_STEPS)
+def _fab_t(logits_fn, *, steps, epsilon, restarts, norm, **_):
+    return lambda x, y, seeds: autoattack.fab_t(logits_fn, x, y, epsilon=epsilon, steps=steps,
+                                                restarts=restarts, seed=seeds, norm=norm)
 
 
 @register_family("square", steps=SQUARE_QUERIES)
-def _square(logits_fn, *, steps, epsilon, restarts, seed, **_):
-    return lambda x, y: autoattack.square(logits_fn, x, y, epsilon=epsilon, queries=steps,
-                                          restarts=restarts, seed=(seed, 0))
+def _square(logits_fn, *, steps, epsilon, restarts, norm, **_):
+    return lambda x, y, seeds: autoattack.square(logits_fn, x, y, epsilon=epsilon,
+                                                 queries=steps, restarts=restarts, seed=seeds,
+                                                 norm=norm)
 
 
-@register_family("autoattack", steps=SQUARE_QUERIES)  # the count is Square's queries
-def _autoattack(logits_fn, *, steps, epsilon, restarts, seed, **_):
-    return lambda x, y: autoattack.autoattack(logits_fn, x, y, epsilon=epsilon,
-                                              steps=APGD_STEPS, queries=steps,
-                                              restarts=restarts, seed=(seed, 0))
+@ATTACK_FAMILIES.register("autoattack")  # the standard version: no count to change
+def _autoattack(logits_fn, *, epsilon, restarts, norm, **_):
+    return lambda x, y, seeds: autoattack.autoattack(
+        logits_fn, x, y, epsilon=epsilon, steps=APGD_STEPS, fab_steps=FAB_STEPS,
+        queries=SQUARE_QUERIES, restarts=restarts, seed=seeds, norm=norm)
+
+
+@register_family("aa-lite", steps=LITE_QUERIES)  # the count is Square's queries
+def _aa_lite(logits_fn, *, steps, epsilon, restarts, norm, **_):
+    return lambda x, y, seeds: autoattack.autoattack(
+        logits_fn, x, y, epsilon=epsilon, steps=APGD_STEPS, queries=steps, with_fab=False,
+        rescale_schedule=True, restarts=restarts, seed=seeds, norm=norm)
+
+
+def describe(spec: "AttackSpec", *, restarts: int = 1) -> str:
+    """What an attack name runs, in words, for the report: which AutoAttack was run."""
+    runs = f"{restarts} restart{'s' if restarts > 1 else ''}"
+    known = {
+        "clean": "no attack",
+        "fgsm": "FGSM (one step of epsilon)",
+        "pgd": f"PGD, {spec.steps} steps, {runs}, cross-entropy",
+        "cw": f"PGD, {spec.steps} steps, {runs}, CW margin",
+        "apgd-ce": f"APGD-CE, {spec.steps} steps, {runs}",
+        "apgd-t": f"APGD-T, 9 targets, {spec.steps} steps, {runs}",
+        "fab-t": f"FAB-T, 9 targets, {spec.steps} steps, {runs}",
+        "square": f"Square, {spec.steps} queries, {runs}",
+        "autoattack": f"standard AutoAttack: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), "
+                      f"Square (5000 queries), {runs} each"
+                      + ("" if restarts == 1 else " (standard: 1 restart)"),
+        "aa-lite": f"NOT standard AutoAttack: APGD-CE, APGD-T (9 targets), no FAB-T, Square "
+                   f"({spec.steps} queries), {runs} each",
+    }
+    return known[spec.family]
 
 
 def parse_attack(name: str) -> AttackSpec:
     """`pgd40` -> AttackSpec("pgd40", "pgd", 40), `apgd-ce` -> ("apgd-ce", "apgd-ce", 100); one
     clear line for anything else."""
     text = name.strip().lower()
+    if text in ALIASES:  # the old name stays the record's key; its meaning is the alias'
+        alias = parse_attack(ALIASES[text])
+        return AttackSpec(name=text, family=alias.family, steps=alias.steps)
     match = re.fullmatch(r"([a-z][a-z_\-]*?)(\d*)", text)
     family, digits = (match.group(1), match.group(2)) if match else (text, "")
     rule = STEP_RULES.get(family)  # None: the name carries no count
@@ -115,7 +165,8 @@ def parse_attack(name: str) -> AttackSpec:
     if family not in ATTACK_FAMILIES or not count_ok or (digits and int(digits) < 1):
         known = ", ".join(_pattern(f) for f in ATTACK_FAMILIES.names())
         raise UsageError(f"unknown attack: received {name!r}; accepted: {known} "
-                         "(k = steps, e.g. pgd40; Square's queries for square and autoattack)")
+                         "(k = steps, e.g. pgd40; Square's queries for square and aa-lite; "
+                         "autoattack is the standard version and takes no count)")
     steps = int(digits) if digits else (0 if rule in (None, REQUIRED) else rule)
     return AttackSpec(name=text, family=family, steps=steps)
 
@@ -126,13 +177,18 @@ def _pattern(family: str) -> str:
 
 
 def attack_function(spec: AttackSpec, logits_fn, *, image_shape: Sequence[int], epsilon: float,
-                    step_size: float, restarts: int = 1, seed: int = 0) -> Callable:
-    """A tf.function (x, y) -> adversarial x, traced once for any batch size."""
+                    step_size: float, restarts: int = 1, seed: int = 0,
+                    norm: str = "linf") -> Callable:
+    """A tf.function (x, y, index) -> adversarial x, traced once for any batch size; `index`
+    [N] holds each example's position in the test set, which with `seed` fixes its random
+    numbers whatever else is in the batch."""
     build = ATTACK_FAMILIES.get(spec.family)
     fn = build(logits_fn, steps=spec.steps, epsilon=epsilon, step_size=step_size,
-               restarts=restarts, seed=seed)
-    return tf.function(fn, input_signature=[tf.TensorSpec([None, *image_shape], tf.float32),
-                                            tf.TensorSpec([None], tf.int64)])
+               restarts=restarts, norm=norm)
+    return tf.function(lambda x, y, index: fn(x, y, attacks.example_seeds(seed, index)),
+                       input_signature=[tf.TensorSpec([None, *image_shape], tf.float32),
+                                        tf.TensorSpec([None], tf.int64),
+                                        tf.TensorSpec([None], tf.int64)])
 
 
 class Progress:
@@ -157,8 +213,8 @@ class Progress:
 
 def evaluate(logits_fn, batches: Iterable, attack_names: Sequence[str], *,
              image_shape: Sequence[int], epsilon: float, step_size: float, restarts: int = 1,
-             seed: int = 0, num_batches: Optional[int] = None,
-             verbose: int = 1) -> Tuple[Dict[str, float], int]:
+             seed: int = 0, num_batches: Optional[int] = None, verbose: int = 1,
+             norm: str = "linf") -> Tuple[Dict[str, float], int]:
     """Accuracy under each attack over every (images, labels) batch.
 
     Args:
@@ -167,21 +223,24 @@ def evaluate(logits_fn, batches: Iterable, attack_names: Sequence[str], *,
       attack_names: e.g. ["clean", "fgsm", "pgd40"].
       num_batches: for the progress display.
       verbose: 1 shows the progress: a bar on a terminal, a line per batch elsewhere.
+      norm: the threat model, "linf" or "l2" (attacks.THREAT_MODELS).
 
     Returns:
       ({attack name: accuracy in [0, 1]}, in the order given; the number of examples).
     """
     specs = [parse_attack(n) for n in attack_names]
     fns = [attack_function(s, logits_fn, image_shape=image_shape, epsilon=epsilon,
-                           step_size=step_size, restarts=restarts, seed=seed) for s in specs]
+                           step_size=step_size, restarts=restarts, seed=seed, norm=norm)
+           for s in specs]
     predict = tf.function(lambda x: tf.argmax(logits_fn(x), axis=-1, output_type=tf.int64))
     correct = {s.name: 0 for s in specs}
     total = 0
     progress = Progress(num_batches, [s.name for s in specs]) if verbose else None
     for x, y in batches:
         y = tf.cast(y, tf.int64)
+        index = tf.range(total, total + int(tf.shape(y)[0]), dtype=tf.int64)
         for spec, fn in zip(specs, fns):
-            hits = tf.equal(predict(fn(x, y)), y)
+            hits = tf.equal(predict(fn(x, y, index)), y)
             correct[spec.name] += int(tf.reduce_sum(tf.cast(hits, tf.int32)))
         total += int(tf.shape(y)[0])
         if progress is not None:
