@@ -55,7 +55,8 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AttackConfig:
-    """The L-inf PGD adversary used in training and per-epoch validation (pixel units in [0, 1])."""
+    """The adversary of training and per-epoch validation, and the threat model of evaluations
+    (pixel units of images in [0, 1])."""
 
     epsilon: float
     step_size: float
@@ -72,8 +73,9 @@ class AttackConfig:
     adversary: str = "pgd"
 
     def __post_init__(self):  # warmup_epochs: RunConfig checks it against the epochs
-        EPSILON.check(self.epsilon)
-        STEP_SIZE.check(self.step_size)
+        rules.NORM.check(self.norm)
+        rules.EPSILONS[self.norm].check(self.epsilon)
+        rules.STEP_SIZES[self.norm].check(self.step_size)
         ATTACK_STEPS.check(self.steps)
         rules.ADVERSARY.check(self.adversary)
 

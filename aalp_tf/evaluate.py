@@ -18,26 +18,30 @@ def main(argv):
     cfg = eval_config_from_flags()
     from aalp_tf.data.datasets import DATASETS, evaluation_batches  # after flag parsing
     from aalp_tf.evaluation import robustness, suite
-    from aalp_tf.serving import saved_model
+    from aalp_tf.evaluation import loading
 
     for name in cfg.attacks:
         suite.parse_attack(name)  # reject a bad name before loading anything
     output = cfg.output or suite.default_output(cfg.model)
     suite.check_output(output)
     spec = DATASETS.get(cfg.data.dataset)
-    logits_fn, image_shape = saved_model.load_serving_logits(cfg.model)
+    logits_fn, image_shape = loading.load_logits(cfg.model)
     if tuple(image_shape) != tuple(spec.image_shape):
         raise UsageError(f"--model {cfg.model} takes images {list(image_shape)} but "
                          f"--dataset={spec.name} has {list(spec.image_shape)}")
     batches, count = evaluation_batches(cfg.data)
     print(f"evaluating {cfg.model} on {count} {spec.name} test images, epsilon="
-          f"{cfg.attack.epsilon:.6g}, step={cfg.attack.step_size:.6g}, restarts={cfg.restarts}")
+          f"{cfg.attack.epsilon:.6g} ({cfg.attack.norm}), step={cfg.attack.step_size:.6g}, "
+          f"restarts={cfg.restarts}")
     result = robustness.evaluate(
         logits_fn, batches, attacks=cfg.attacks, image_shape=image_shape,
-        epsilon=cfg.attack.epsilon, step_size=cfg.attack.step_size, restarts=cfg.restarts,
+        epsilon=cfg.attack.epsilon, step_size=cfg.attack.step_size, norm=cfg.attack.norm,
+        restarts=cfg.restarts,
         seed=cfg.seed, checks=cfg.checks, check_examples=cfg.check_examples,
         num_batches=-(-count // cfg.data.batch_size), verbose=True)
     print(suite.table_row(cfg.model, result["accuracy"]))
+    for name, ran in result["attacks_run"].items():  # which AutoAttack, say, was run
+        print(f"  {name}: {ran}")
     record = {"model": cfg.model, "dataset": spec.name, **result}
     failed = record.get("checks", {}).get("failed")
     if failed:

@@ -27,7 +27,7 @@ PAPER_SETTINGS: Dict[str, Dict[str, Setting]] = {
 }
 
 
-def paper_settings(dataset: str) -> Dict[str, Setting]:
+def paper_settings(dataset: str, norm: str = "linf") -> Dict[str, Setting]:
     """{flag name: value} of the paper's settings for `dataset`.
 
     Args:
@@ -37,6 +37,10 @@ def paper_settings(dataset: str) -> Dict[str, Setting]:
       A new dict: `epsilon` and `step_size` (pixel units of [0, 1]; `step_size` is the PGD/CW
       step of training and of the evaluation alike), `attack_steps`, `learning_rate`,
       `batch_size`, `epochs`. Empty for a dataset the paper does not train on (one registered
-      by the user), whose values must then be given.
+      by the user), whose values must then be given. The paper's threat model is L-inf: for
+      another `norm` its epsilon and step mean nothing, and are left out (the user gives them).
     """
-    return dict(PAPER_SETTINGS.get(dataset, {}))
+    settings = dict(PAPER_SETTINGS.get(dataset, {}))
+    if norm != "linf":
+        settings.pop("epsilon", None), settings.pop("step_size", None)
+    return settings

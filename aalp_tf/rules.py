@@ -139,6 +139,17 @@ MAX_TIMEOUT = 3600.0  # seconds a Predict request may wait
 # nothing. (Another norm's bound differs, e.g. L2's: make this a rule per norm.)
 EPSILON = number("epsilon", 0, 1, open_low=True, suffix=" (pixel units, e.g. 0.3 or 8/255)")
 STEP_SIZE = number("step_size", 0, 1, open_low=True)
+# The L2 ball's radius is in pixel units of the whole image: sqrt(H*W*C) spans [0, 1]^d, 55 for
+# CIFAR-10 and 28 for MNIST; the configs do not know the image, so 100 bounds every dataset we
+# read while refusing nonsense (inf, 1e9).
+MAX_L2_EPSILON = 100.0
+NORMS = ("l2", "linf")  # attacks.THREAT_MODELS: the projection and step of each
+NORM = one_of("norm", NORMS)
+EPSILONS = {"linf": EPSILON, "l2": number(
+    "epsilon", 0, MAX_L2_EPSILON, open_low=True,
+    suffix=" for --norm=l2 (pixel units of the whole image, e.g. 0.5 on CIFAR-10, 2 on MNIST)")}
+STEP_SIZES = {"linf": STEP_SIZE, "l2": number("step_size", 0, MAX_L2_EPSILON, open_low=True,
+                                              suffix=" for --norm=l2")}
 ATTACK_STEPS = integer("attack_steps", 1)
 ALPHA = number("alpha", 0, MAX_LOSS_WEIGHT)
 TRADES_BETA = number("trades_beta", 0, MAX_LOSS_WEIGHT)

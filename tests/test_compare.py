@@ -308,9 +308,9 @@ def test_a_rerun_with_other_settings_is_refused_in_one_line(study, monkeypatch, 
     out = study["out"]
     before = snapshot(out)
     refused = in_process(compare_args(study["root"], change)[2:], monkeypatch, capsys)
-    assert_one_line_error(refused, f"error: --out {out} holds a study with other settings "
+    assert_one_line_error(refused, f"error: --output_dir {out} holds a study with other settings "
                                    f"(settings.json: {difference}); accepted: the same settings "
-                                   "(--methods and --seeds may grow), or a new --out")
+                                   "(--methods and --seeds may grow), or a new --output_dir")
     assert snapshot(out) == before
 
 

@@ -51,6 +51,11 @@ def required(name: str):
 
         raise UsageError(f"--dataset is not set; accepted: {', '.join(DATASETS.names())}")
     if value is None:
+        if name in ("epsilon", "step_size") and FLAGS["norm"].value != "linf":
+            raise UsageError(f"--{name} is not set: the paper's settings are L-inf, so "
+                             f"--norm={FLAGS['norm'].value} needs it; accepted: e.g. "
+                             "--epsilon=2 --step_size=0.25 on MNIST, --epsilon=0.5 "
+                             "--step_size=0.1 on CIFAR-10")
         raise UsageError(f"--{name} is not set: pass it, or a --dataset whose paper settings "
                          f"(aalp_tf.paper) give it")
     return value

@@ -126,7 +126,8 @@ def apply_paper_settings(command: str) -> None:
     """The paper's settings for --dataset, for every flag of the command the user did not set
     (on the command line or in a --flagfile)."""
     own = flags_of(command)
-    for name, value in paper.paper_settings(FLAGS["dataset"].value or "").items():
+    norm = FLAGS["norm"].value if "norm" in own else "linf"
+    for name, value in paper.paper_settings(FLAGS["dataset"].value or "", norm).items():
         if name in own and not FLAGS[name].present:
             FLAGS[name].value = value
 

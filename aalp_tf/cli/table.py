@@ -155,6 +155,14 @@ _define("fraction", "step_size", None, "PGD step size in pixel units (0.01, 2/25
                            "the evaluation's is --eval_step_size.",
                   EVALUATE: "The PGD and CW step in pixel units (0.01, 2/255).",
                   ANALYZE: "The adversary's PGD step in pixel units (0.01, 2/255)."})
+_define("enum", "norm", "linf", "The threat model: linf (the paper's) or l2; epsilon and the "
+        "step are in its units (L2: of the whole image, e.g. 2 on MNIST, 0.5 on CIFAR-10, which "
+        "--norm=l2 needs given: the paper's values are L-inf).", enum_values=["linf", "l2"],
+        group="attack", commands=DATA_READERS)
+_define("enum", "adversary", "pgd", "The training adversary: pgd (PGD-k, the paper's), fgsm_rs "
+        "(FGSM from a random start, step 1.25*epsilon; Wong et al. 2020) or n_fgsm (noise "
+        "2*epsilon, step epsilon, no projection; de Jorge et al. 2022). Validation uses PGD.",
+        enum_values=["pgd", "fgsm_rs", "n_fgsm"], group="attack", commands=RUNS)
 _define("integer", "attack_steps", None, "PGD steps of the training adversary.",
         group="attack", commands=RUNS + (ANALYZE,),
         help_for={ANALYZE: "PGD steps of the adversary whose examples are analysed."})
@@ -167,6 +175,13 @@ _define("integer", "val_attack_steps", 0, "PGD steps for validation robust accur
 # ---- training -----------------------------------------------------------------------------
 _define("integer", "epochs", None, "Epochs to train.", group="training", commands=RUNS)
 _define("float", "learning_rate", None, "Adam learning rate.", group="training", commands=RUNS)
+_define("enum", "lr_schedule", "constant", "constant; cyclic (one cycle: linear up to "
+        "--learning_rate at 2/5 of the steps, then down to 0; the fast-training papers); "
+        "piecewise (x0.1 at 50% and 75% of the steps).",
+        enum_values=["constant", "cyclic", "piecewise"], group="training", commands=RUNS)
+_define("float", "awp_gamma", 0.0, "Adversarial weight perturbation (Wu et al. 2020): its size "
+        "relative to each weight's norm, 5e-3 to 1e-2 in the paper (0: off). One extra forward "
+        "and backward pass per step.", group="training", commands=RUNS)
 _SEED_OF_ATTACKS = "Seed of the attacks' random starts."
 _define("integer", "seed", 0, "Seed of weights, data order, augmentation and random starts.",
         group="training", commands=ONE_RUN + (EVALUATE, ANALYZE),
@@ -224,7 +239,9 @@ _define("string", "model", None, "The SavedModel folder to evaluate, e.g. "
         "saved_models/mnist_aalp/1.", group="evaluation", commands=(EVALUATE,))
 _define("list", "attacks", ["clean", "fgsm", "pgd10", "pgd20", "pgd40", "pgd100", "cw10", "cw20",
                             "cw40", "cw100"], "Attacks, comma-separated: clean, fgsm, pgd<k>, "
-        "cw<k>, apgd-ce[<k>], apgd-t[<k>], square[<k>], autoattack[<k>].", group="evaluation",
+        "cw<k>, apgd-ce[<k>], apgd-t[<k>], fab-t[<k>], square[<k>], autoattack (the standard "
+        "version: APGD-CE, APGD-T, FAB-T, Square 5000), aa-lite[<k>] (not standard: no FAB-T, "
+        "Square k queries).", group="evaluation",
         commands=(EVALUATE, COMPARE))
 _define("integer", "restarts", 1, "Random restarts of PGD, CW, APGD and Square.",
         group="evaluation", commands=(EVALUATE, COMPARE))

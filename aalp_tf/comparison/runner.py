@@ -165,7 +165,8 @@ def evaluate_group(cfg: CompareConfig, run_cfg, logits, export: pathlib.Path, na
           f"{', '.join(names)}", flush=True)
     result = robustness.evaluate(
         logits_fn, batches, attacks=names, image_shape=image_shape,
-        epsilon=cfg.run.attack.epsilon, step_size=cfg.eval_step_size, restarts=cfg.restarts,
+        epsilon=cfg.run.attack.epsilon, step_size=cfg.eval_step_size, norm=cfg.run.attack.norm,
+        restarts=cfg.restarts,
         seed=cfg.eval_seed, checks=with_checks, check_examples=cfg.check_examples,
         num_batches=-(-total // run_cfg.data.batch_size), verbose=True)
     failed = result.get("checks", {}).get("failed")

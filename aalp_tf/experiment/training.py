@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aalp_tf import distribution
+from aalp_tf import distribution, overfitting
 from aalp_tf.analysis import training_probe
 from aalp_tf.serving import saved_model
 from aalp_tf.config import RunConfig, check_export_epoch
@@ -176,9 +176,10 @@ def _fit(model, cfg: RunConfig, run: RunFolder, data, first_epoch: int, callback
               # A non-finite loss stops the run before anything records its epoch. The
               # analysis probe goes before the checkpoint: a kill between them repeats the
               # epoch and rewrites its record.
+              # The collapse guard reads the epoch's history entry once it is checkpointed.
               callbacks=[StopOnNonFinite(run), *training_probe.for_run(cfg, data, run.root),
-                         callbacks[0], keras.callbacks.TensorBoard(str(run.logs)),
-                         *callbacks[1:]],
+                         callbacks[0], overfitting.CollapseGuard(history=callbacks[0].history),
+                         keras.callbacks.TensorBoard(str(run.logs)), *callbacks[1:]],
               shuffle=False,  # the pipeline already orders each epoch by (seed, epoch)
               verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose)
 

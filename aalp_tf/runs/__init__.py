@@ -30,6 +30,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 import keras
 import tensorflow as tf
 
+from aalp_tf import overfitting
 from aalp_tf.config import FORMAT, RunConfig, differences
 from aalp_tf.data.datasets import DATASETS
 from aalp_tf.errors import UsageError
@@ -186,12 +187,18 @@ def export_choice(history: List[dict], rule: str) -> Tuple[int, str]:
 
     "best" is the epoch with the highest val_robust_accuracy; among equals (all zero in a run
     still at chance under attack, say) the one with the highest val_clean_accuracy, then the
-    later one.
+    later one. Epochs from a catastrophic overfitting on are not candidates (overfitting.py):
+    a collapsed single-step run exports the epoch before it, and the reason says so.
     """
+    epoch, reason = _choice(history, rule)
+    return epoch, reason + overfitting.export_note(history)
+
+
+def _choice(history: List[dict], rule: str) -> Tuple[int, str]:
     last = history[-1]
     if rule == "last":
         return last["epoch"], f"the last epoch ({last['epoch']}), as --export_epoch=last asks"
-    scored = [entry for entry in history if EXPORT_METRIC in entry]
+    scored = [entry for entry in overfitting.before_collapse(history) if EXPORT_METRIC in entry]
     if not scored:
         raise UsageError(f"--export_epoch=best picks the epoch by {EXPORT_METRIC}, which this "
                          "run did not log (no validation slice); accepted: --val_examples > 0, "
