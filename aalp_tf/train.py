@@ -17,7 +17,7 @@ def main(argv):
     from aalp_tf.experiment.training import train
 
     try:
-        result = train(cfg)
+        result = train(cfg, wait=cli.FLAGS.wait)
     except tf.errors.UnavailableError as err:  # a peer worker died (multi-worker runs)
         first = str(err).strip().splitlines()[0][:300]
         print(f"error: a worker of the cluster is gone ({first}); restart every worker with the "

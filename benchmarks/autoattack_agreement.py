@@ -213,7 +213,7 @@ def report(ours, our_seconds, official, official_after, official_seconds):
 def _quick_model(folder):
     """A small dense model fitted for seconds on images whose class is a bright patch."""
     import keras
-    from aalp_tf.serving.saved_model import write_saved_model
+    from aalp_tf import signatures
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, 600)
@@ -226,8 +226,7 @@ def _quick_model(folder):
                               keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(images[:500], labels[:500], epochs=3, verbose=0)
-    path = write_saved_model(model, pathlib.Path(folder) / "1", image_shape=(28, 28, 1),
-                             name="quick", warmup_batch_sizes=())
+    path = signatures.write(model, pathlib.Path(folder) / "1", image_shape=(28, 28, 1))
     return path, images[500:516], labels[500:516].astype(np.int64)
 
 
@@ -247,7 +246,7 @@ def main():
         sys.exit(f"the official AutoAttack is not installed ({missing}); accepted: "
                  "pip install -e \".[crosscheck]\"")
     from aalp_tf.data.readers import read_mnist
-    from aalp_tf.serving.saved_model import load_serving_logits
+    from aalp_tf.evaluation.loading import load_logits
 
     budget = QUICK if args.quick else STANDARD
     if args.epsilon is None:  # --quick's model is weak: at 0.3 APGD-CE alone breaks every image
@@ -261,7 +260,7 @@ def main():
             path, splits = args.model, read_mnist(args.source_dir)
             x = (splits.x_test[:args.examples] / 255.0).astype(np.float32)
             y = splits.y_test[:args.examples]
-        logits_fn, shape = load_serving_logits(str(path))
+        logits_fn, shape = load_logits(str(path))
         harness.header(f"AutoAttack agreement: {len(y)} images, {args.norm} epsilon "
                        f"{args.epsilon}, budgets {budget}")
         fns = our_attacks(logits_fn, shape, epsilon=args.epsilon, norm=args.norm,

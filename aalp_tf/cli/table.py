@@ -210,6 +210,8 @@ _define("string", "model_dir", None, "Run folder (config, checkpoints, logs, his
                      EXPORT: "none: required"},
         help_for={TUNE: "The search folder: the tuner's state and one run folder per trial.",
                   EXPORT: "The run folder to export from."})
+_define("boolean", "wait", False, "When another process holds the run folder (its lock names "
+        "the host and PID), wait for it instead of exiting.", group="output", commands=(TRAIN,))
 _define("integer", "keep_checkpoints", 5, "Checkpoints kept in the run folder (0: all), "
         "besides the one --export_epoch=best exports.", group="output", commands=RUNS)
 _define("enum", "export_epoch", "best", "The epoch exported: best = highest "
