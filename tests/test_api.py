@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 import aalp_tf
-from aalp_tf.config import MethodConfig, TuneConfig
+from aalp_tf.config import MethodConfig
+from aalp_tf.tuning.config import TuneConfig
 from aalp_tf.evaluation import robustness
 from aalp_tf.methods import METHODS
 from aalp_tf.serving import request_protos, saved_model
