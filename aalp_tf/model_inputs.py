@@ -78,7 +78,7 @@ def check_head(backbone, num_classes) -> None:
         return
     last = backbone.layers[-1]
     how = ("a backbone ending in its features, not in a classifier's output (for a classifier, "
-           "pass keras.Model(classifier.input, classifier.layers[-2].output))")
+           "pass keras.Model(classifier.inputs, classifier.layers[-2].output))")
     activation = _activation_name(last)
     if activation in _PROBABILITIES:
         raise invalid_argument("backbone", how, f"backbone {backbone.name!r} whose last layer "

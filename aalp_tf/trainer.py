@@ -76,6 +76,10 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
                         epsilon_warmup_steps=epsilon_warmup_steps)
         adversaries.check_adversary(adversary)
         awp.check_gamma(awp_gamma)
+        # The two mistakes Keras trains through silently: a classifier passed as the backbone
+        # (a second logits layer on its output) and channels-first images.
+        model_inputs.check_head(backbone, num_classes)
+        model_inputs.check_channels_last(backbone)
         known = model_inputs.static_output_shape(backbone)
         if known is not None:
             check_features(backbone, known)
