@@ -11,8 +11,9 @@ what makes fast adversarial training fast:
   avoids catastrophic overfitting at large epsilon.
 
 Both are pure functions over attacks.py's helpers, with the paper's constants as keyword
-defaults. The random draw comes in as `noise` (uniform in [-epsilon, epsilon]): the trainer
-draws it for the global batch, so that N replicas start where one device would, and scales it.
+defaults. The random draw comes in as `noise` (uniform in [-epsilon, epsilon]): `start_noise`
+draws it for the global batch, so that N replicas start where one device would; the caller scales
+it (the warm-up).
 
 The threat model is L-inf here: `tf.sign` is its steepest-ascent direction and
 `attacks.project` / `attacks.clip_to_image` its projections. A threat-model class with
