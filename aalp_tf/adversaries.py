@@ -11,8 +11,9 @@ what makes fast adversarial training fast:
   avoids catastrophic overfitting at large epsilon.
 
 Both are pure functions over attacks.py's helpers, with the paper's constants as keyword
-defaults. The random draw comes in as `noise` (uniform in [-epsilon, epsilon]): the trainer
-draws it for the global batch, so that N replicas start where one device would, and scales it.
+defaults. The random draw comes in as `noise` (uniform in [-epsilon, epsilon]): `start_noise`
+draws it for the global batch, so that N replicas start where one device would; the caller scales
+it (the warm-up).
 
 The threat model is L-inf here: `tf.sign` is its steepest-ascent direction and
 `attacks.project` / `attacks.clip_to_image` its projections. A threat-model class with
@@ -22,6 +23,10 @@ attack_steps.py) would replace exactly those three calls, with `noise` drawn by 
 
 Which objective the adversary maximises is the method's (`Method.adversary`): "ce" with the true
 labels, or "kl" from the clean prediction (TRADES); `training_objective` builds it.
+
+`branch_examples` is the model's side: it reads an AdversarialModel's settings (attack_config,
+seed, optimizer step, warm-up) and picks the adversary. It takes the model rather than living on
+it, so the trainer keeps the Keras model and its step, and this module every adversary.
 """
 from typing import Callable
 
@@ -30,7 +35,7 @@ import tensorflow as tf
 from aalp_tf import attacks, losses, rules
 from aalp_tf.registry import Registry
 
-PGD = "pgd"  # the model's own PGD-k (AdversarialModel.adversarial_examples), the default
+PGD = "pgd"  # PGD-k (`pgd_examples`), the default
 
 
 def training_objective(kind: str, logits_fn: Callable, images, labels) -> Callable:
@@ -90,3 +95,69 @@ def check_adversary(name) -> None:
     """AdversarialModel's `adversary=`, refused in one line (the rule --adversary shares)."""
     with rules.keyword_arguments():
         rules.ADVERSARY.check(name)
+
+
+# ---- an AdversarialModel's adversary ------------------------------------------------------------
+
+
+def start_noise(model, images, seed):
+    """This replica's slice of a random start drawn for the whole global batch.
+
+    Drawing for the global batch and slicing by replica makes N replicas start exactly where
+    one device would on the same global batch (replica r holds the r-th contiguous chunk).
+    """
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync if context else 1
+    replica = context.replica_id_in_sync_group if context else 0
+    local = tf.shape(images)[0]
+    shape = tf.concat([[local * replicas], tf.shape(images)[1:]], axis=0)
+    threat = attacks.threat_model(model.attack_config.norm)
+    noise = threat.random_perturb(shape, epsilon=model.attack_config.epsilon, seed=seed)
+    return noise[replica * local:(replica + 1) * local]
+
+
+def step_seed(model):
+    """Stateless seed of this step's random starts: a function of (seed, step) only."""
+    step = tf.cast(model.optimizer.iterations, tf.int64)
+    return tf.stack([tf.constant(model.seed, tf.int64), step])
+
+
+def pgd_examples(model, images, labels, *, objective="ce", steps=None, seed=(0, 0), scale=1.0):
+    """PGD from a random start with the model in inference mode; no gradient flows back.
+
+    `scale` multiplies epsilon and the step size (the warm-up ramp; 1 outside it).
+    """
+    if objective == "kl":
+        clean_logits = tf.stop_gradient(model(images, training=False))
+        target = lambda logits: losses.kl_divergence(clean_logits=clean_logits,
+                                                     adv_logits=logits)
+    else:
+        target = attacks.cross_entropy_objective(labels)
+    cfg = model.attack_config
+    noise = start_noise(model, images, seed) * scale if cfg.random_start else None
+    adv = attacks.pgd(model.inference_logits, images, labels, epsilon=cfg.epsilon * scale,
+                      step_size=cfg.step_size * scale, steps=steps or cfg.steps,
+                      objective=target, random_start=cfg.random_start, noise=noise,
+                      norm=cfg.norm)
+    return tf.stop_gradient(adv)
+
+
+def single_step_examples(model, images, labels):
+    """FGSM-RS or N-FGSM on the method's objective, from this step's global-batch noise
+    (their random start is part of the method: `random_start` is PGD's)."""
+    scale = model.warmup_scale()
+    adversary = SINGLE_STEP.get(model.attack_config.adversary)
+    target = training_objective(model.method.adversary, model.inference_logits, images, labels)
+    return adversary(model.inference_logits, images, labels,
+                     epsilon=model.attack_config.epsilon * scale,
+                     noise=start_noise(model, images, step_seed(model)) * scale,
+                     objective=target)
+
+
+def branch_examples(model, images, labels):
+    """The training step's adversarial branch: the model's adversary on the method's
+    objective, at this step's seed and warm-up scale."""
+    if model.attack_config.adversary == PGD:
+        return pgd_examples(model, images, labels, objective=model.method.adversary,
+                            seed=step_seed(model), scale=model.warmup_scale())
+    return single_step_examples(model, images, labels)

@@ -8,67 +8,21 @@ RunConfig into those keyword arguments, so the commands build their models the s
 mode), runs the backbone once per branch in training mode, takes Guided Dropout's contribution
 pass through the logits layer only, applies the method's loss, and reduces it by the *global*
 batch (the optimizer sums gradients across replicas).
+
+The model reads; two modules beside it do the rest: model_inputs.py checks what the Python API
+is given (arguments, backbone, batches), adversaries.py makes the adversarial branch from the
+model's settings.
 """
 import keras
 import tensorflow as tf
 
-from aalp_tf import adversaries, attacks, awp, distribution, losses, rules, schedules, signatures
+from aalp_tf import adversaries, awp, distribution, losses, model_inputs, schedules, signatures
 from aalp_tf.config import AttackConfig, MethodConfig, RunConfig
 from aalp_tf.errors import invalid_argument
 from aalp_tf.layers import GuidedDropout, feature_contribution
 from aalp_tf.methods import ADV, CLEAN, METHODS
+from aalp_tf.model_inputs import check_features
 from aalp_tf.models import build_backbone
-
-
-# The arguments' rules are the settings' own (rules.py), which the configs check too; these two
-# belong to the Python API only.
-_NUM_CLASSES = rules.integer("num_classes", 2)
-_WARMUP_STEPS = rules.integer("epsilon_warmup_steps", 0, " (0: off)")
-
-
-def check_arguments(*, method, num_classes, epsilon, step_size, attack_steps, alpha,
-                    trades_beta, seed, val_attack_steps, epsilon_warmup_steps) -> None:
-    """AdversarialModel's keyword arguments, refused in one line when out of range: the configs
-    they make check theirs, in the words of the command line's checks ("epsilon must be in
-    (0, 1] ...; received: 2.0")."""
-    names = METHODS.names()
-    with rules.keyword_arguments():
-        rules.Rule("method", f"one of {', '.join(names)} (or one added with "
-                   "aalp_tf.register_method)", lambda v: isinstance(v, str) and v in names
-                   ).check(method)
-        _NUM_CLASSES.check(num_classes)
-        AttackConfig(epsilon=epsilon, step_size=step_size, steps=attack_steps)
-        MethodConfig(name=method, alpha=alpha, trades_beta=trades_beta)
-        rules.SEED.check(seed)
-        rules.VAL_ATTACK_STEPS.check(val_attack_steps)
-        _WARMUP_STEPS.check(epsilon_warmup_steps)
-
-
-def check_features(backbone, shape) -> None:
-    """A backbone must return one [N, F] tensor: the features the logits layer reads."""
-    shapes = shape if isinstance(shape, list) else [shape]
-    if len(shapes) != 1 or len(shapes[0]) != 2:
-        shown = ", ".join(str(tuple(s)) for s in shapes)
-        raise invalid_argument(
-            "backbone", "a model returning features of shape [N, F] (end it with e.g. "
-            "keras.layers.Flatten() or keras.layers.GlobalAveragePooling2D())",
-            f"backbone {backbone.name!r} returning shape {shown}")
-
-
-def _static_output_shape(backbone):
-    """The backbone's output shape(s) when it knows them before any call (functional,
-    Sequential with an Input), else None."""
-    try:
-        outputs = backbone.outputs
-    except (AttributeError, ValueError):
-        return None
-    return [tuple(o.shape) for o in outputs] if outputs else None
-
-
-def _checked(tensor, condition, message: str):
-    """`tensor`, after an in-graph check that fails with `message` when `condition` is false."""
-    with tf.control_dependencies([tf.debugging.Assert(condition, [message])]):
-        return tf.identity(tensor)
 
 
 @keras.saving.register_keras_serializable(package="aalp_tf")
@@ -116,13 +70,17 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
             raise TypeError(f"Invalid value received for argument `backbone`. Expected a "
                             "keras.Model mapping images in [0, 1] to features [N, F]. "
                             f"Received: backbone of type {type(backbone).__name__}")
-        check_arguments(num_classes=num_classes, method=method, epsilon=epsilon,
+        model_inputs.check_arguments(num_classes=num_classes, method=method, epsilon=epsilon,
                         step_size=step_size, attack_steps=attack_steps, alpha=alpha,
                         trades_beta=trades_beta, seed=seed, val_attack_steps=val_attack_steps,
                         epsilon_warmup_steps=epsilon_warmup_steps)
         adversaries.check_adversary(adversary)
         awp.check_gamma(awp_gamma)
-        known = _static_output_shape(backbone)
+        # The two mistakes Keras trains through silently: a classifier passed as the backbone
+        # (a second logits layer on its output) and channels-first images.
+        model_inputs.check_head(backbone, num_classes)
+        model_inputs.check_channels_last(backbone)
+        known = model_inputs.static_output_shape(backbone)
         if known is not None:
             check_features(backbone, known)
         super().__init__(**kwargs)
@@ -274,48 +232,6 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
     def metrics(self):
         return list(self._train_trackers.values()) + list(self._val_trackers.values())
 
-    # ---- adversary -------------------------------------------------------------------------
-
-    def _start_noise(self, images, seed):
-        """This replica's slice of a random start drawn for the whole global batch.
-
-        Drawing for the global batch and slicing by replica makes N replicas start exactly where
-        one device would on the same global batch (replica r holds the r-th contiguous chunk).
-        """
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync if context else 1
-        replica = context.replica_id_in_sync_group if context else 0
-        local = tf.shape(images)[0]
-        shape = tf.concat([[local * replicas], tf.shape(images)[1:]], axis=0)
-        threat = attacks.threat_model(self.attack_config.norm)
-        noise = threat.random_perturb(shape, epsilon=self.attack_config.epsilon, seed=seed)
-        return noise[replica * local:(replica + 1) * local]
-
-    def _step_seed(self):
-        """Stateless seed of this step's random starts: a function of (seed, step) only."""
-        step = tf.cast(self.optimizer.iterations, tf.int64)
-        return tf.stack([tf.constant(self.seed, tf.int64), step])
-
-    def adversarial_examples(self, images, labels, *, objective="ce", steps=None, seed=(0, 0),
-                             scale=1.0):
-        """PGD from a random start with the model in inference mode; no gradient flows back.
-
-        `scale` multiplies epsilon and the step size (the warm-up ramp; 1 outside it).
-        """
-        if objective == "kl":
-            clean_logits = tf.stop_gradient(self(images, training=False))
-            target = lambda logits: losses.kl_divergence(clean_logits=clean_logits,
-                                                         adv_logits=logits)
-        else:
-            target = attacks.cross_entropy_objective(labels)
-        cfg = self.attack_config
-        noise = self._start_noise(images, seed) * scale if cfg.random_start else None
-        adv = attacks.pgd(self.inference_logits, images, labels, epsilon=cfg.epsilon * scale,
-                          step_size=cfg.step_size * scale, steps=steps or cfg.steps,
-                          objective=target, random_start=cfg.random_start, noise=noise,
-                          norm=cfg.norm)
-        return tf.stop_gradient(adv)
-
     # ---- training --------------------------------------------------------------------------
 
     def contribution(self, features, labels, sample_weight=None):
@@ -354,30 +270,9 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
         return tf.minimum(1.0, step / float(self.epsilon_warmup_steps))
 
     def branch_inputs(self, images, labels):
-        inputs = {}
-        for branch in self.method.branches:
-            if branch == CLEAN:
-                inputs[CLEAN] = images
-            elif self.attack_config.adversary == adversaries.PGD:
-                inputs[ADV] = self.adversarial_examples(images, labels,
-                                                        objective=self.method.adversary,
-                                                        seed=self._step_seed(),
-                                                        scale=self.warmup_scale())
-            else:
-                inputs[ADV] = self.single_step_examples(images, labels)
-        return inputs
-
-    def single_step_examples(self, images, labels):
-        """FGSM-RS or N-FGSM on the method's objective, from this step's global-batch noise
-        (their random start is part of the method: `random_start` is PGD's)."""
-        scale = self.warmup_scale()
-        adversary = adversaries.SINGLE_STEP.get(self.attack_config.adversary)
-        target = adversaries.training_objective(self.method.adversary, self.inference_logits,
-                                                images, labels)
-        return adversary(self.inference_logits, images, labels,
-                         epsilon=self.attack_config.epsilon * scale,
-                         noise=self._start_noise(images, self._step_seed()) * scale,
-                         objective=target)
+        """The step's input per branch: the images, and the adversary's (adversaries.py)."""
+        return {b: images if b == CLEAN else adversaries.branch_examples(self, images, labels)
+                for b in self.method.branches}
 
     def branch_loss(self, features, labels, contribution=None):
         """The method's per-example loss over branch features, masked by Guided Dropout if given."""
@@ -386,40 +281,6 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
         per_example, logs = self.method.loss(logits=logits, labels=labels,
                                              cfg=self.method_config)
         return per_example, logits, logs
-
-    def unpack(self, data):
-        """(float32 images, labels [N], sample weights or None) of a batch, checked when
-        traced: float images and integer labels ([N] or [N, 1]), so a wrong input fails before
-        the first step instead of training on nonsense."""
-        images, labels, weights = keras.utils.unpack_x_y_sample_weight(data)
-        images = tf.convert_to_tensor(images)
-        if not images.dtype.is_floating:
-            raise invalid_argument("x", "float images in [0, 1] (divide uint8 pixels by 255)",
-                                   f"x of dtype {images.dtype.name}")
-        images = tf.cast(images, tf.float32)  # the attacks' perturbations are float32
-        if labels is None:
-            raise invalid_argument("y", "integer class ids [N]: fit and evaluate need labels",
-                                   "y=None")
-        labels = tf.convert_to_tensor(labels)
-        if not labels.dtype.is_integer or labels.shape.rank not in (1, 2) or (
-                labels.shape.rank == 2 and labels.shape[-1] != 1):
-            raise invalid_argument("y", "integer class ids of shape [N] or [N, 1] (not one-hot)",
-                                   f"y of dtype {labels.dtype.name} and shape {labels.shape}")
-        labels = tf.reshape(labels, [-1])
-        # Values are checked in the graph, on every batch: images outside [0, 1] (pixels not
-        # divided by 255) or NaN would be clipped by the attacks into nonsense and train on it
-        # silently. Two reductions per batch, nothing beside the attack's gradient passes.
-        images = _checked(images, tf.reduce_all((images >= 0.0) & (images <= 1.0)),
-                          "Invalid value received for argument `x`. Expected float images in "
-                          "[0, 1] (divide uint8 pixels by 255). Received: a batch with values "
-                          "outside [0, 1], or NaN")
-        labels = _checked(labels, tf.reduce_all((labels >= 0) & (labels < self.num_classes)),
-                          "Invalid value received for argument `y`. Expected class ids in "
-                          f"[0, {self.num_classes}). Received: a batch with a label outside "
-                          "them")
-        if weights is not None:
-            weights = tf.reshape(tf.cast(weights, tf.float32), [-1])
-        return images, labels, weights
 
     def method_loss(self, inputs, labels, weights, tape):
         """(per-example loss, branch logits, logs, the scaled loss to differentiate) of the
@@ -439,7 +300,7 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
         return per_example, logits, logs, loss
 
     def train_step(self, data):
-        images, labels, weights = self.unpack(data)
+        images, labels, weights = model_inputs.unpack(data, self.num_classes)
         # The adversary runs outside the tape: its PGD loop needs no recording.
         inputs = self.branch_inputs(images, labels)
         # AWP: one more forward and backward pass finds the weight perturbation v; the step's
@@ -465,10 +326,10 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
 
     def test_step(self, data):
         """Validation: clean accuracy, and robust accuracy under the training PGD (CE, true labels)."""
-        images, labels, weights = self.unpack(data)
+        images, labels, weights = model_inputs.unpack(data, self.num_classes)
         clean_logits = self(images, training=False)
-        adv = self.adversarial_examples(images, labels, steps=self.val_attack_steps,
-                                        seed=(self.seed + 1, 0))
+        adv = adversaries.pgd_examples(self, images, labels, steps=self.val_attack_steps,
+                                       seed=(self.seed + 1, 0))
         adv_logits = self(adv, training=False)
         self._val_trackers["ce_clean"].update_state(
             losses.cross_entropy(logits=clean_logits, labels=labels), sample_weight=weights)

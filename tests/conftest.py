@@ -149,7 +149,8 @@ def overfit_run(tmp_path_factory):
 
     import keras
 
-    from aalp_tf.config import AttackConfig, TuneConfig
+    from aalp_tf.config import AttackConfig
+    from aalp_tf.tuning.config import TuneConfig
     from aalp_tf.experiment.training import train
     from aalp_tf.tuning.search_space import trial_config
     from tests.helpers.tiny import tiny_arrays, tiny_config

@@ -7,7 +7,8 @@ import pytest
 
 from aalp_tf.analysis import model_sources, probes, quantities, training_probe
 from aalp_tf.analysis.runner import run_all
-from aalp_tf.config import AnalysisConfig, AttackConfig, DataConfig
+from aalp_tf.analysis.config import AnalysisConfig
+from aalp_tf.config import AttackConfig, DataConfig
 from aalp_tf.data.datasets import DATASETS
 from aalp_tf.errors import UsageError
 from aalp_tf.experiment.training import train

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 import aalp_tf
-from aalp_tf.config import MethodConfig, TuneConfig
+from aalp_tf.config import MethodConfig
+from aalp_tf.tuning.config import TuneConfig
 from aalp_tf.evaluation import robustness
 from aalp_tf.methods import METHODS
 from aalp_tf.serving import request_protos, saved_model
@@ -117,6 +118,60 @@ def test_a_backbone_not_returning_n_by_f_is_refused_in_one_line():
     with pytest.raises(ValueError, match=r"Received: backbone 'no_pool' returning shape "
                                          r"\(None, 12, 12, 4\)$"):
         model.build((None, 28, 28, 1))
+
+
+def classifier(last):
+    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(name="flatten"),
+                             keras.layers.Dense(16, activation="relu", name="fc"), *last],
+                            name="classifier")
+
+
+FEATURES_NOT_A_CLASSIFIER = (
+    "Invalid value received for argument `backbone`. Expected a backbone ending in its "
+    "features, not in a classifier's output (for a classifier, pass keras.Model("
+    "classifier.inputs, classifier.layers[-2].output)). Received: backbone 'classifier' whose "
+    "last layer ")
+
+
+@pytest.mark.parametrize("last,received", [
+    ([keras.layers.Dense(10, activation="softmax", name="probs")],
+     "'probs' has activation 'softmax'"),
+    ([keras.layers.Dense(1, activation="sigmoid", name="probs")],
+     "'probs' has activation 'sigmoid'"),
+    ([keras.layers.Dense(10, name="logits"), keras.layers.Softmax(name="softmax")],
+     "'softmax' has activation 'softmax'"),
+    ([keras.layers.Dense(10, name="logits")], "'logits' is Dense(10), num_classes=10"),
+])
+def test_a_classifier_passed_as_the_backbone_is_refused_in_one_line(last, received):
+    # Accepted today, it trains a second logits layer on probabilities: the pairing term of
+    # softmax outputs logs ~0 and nothing says why.
+    with pytest.raises(ValueError) as err:
+        aalp_tf.AdversarialModel(classifier(last), num_classes=10, **ATTACK)
+    assert str(err.value) == FEATURES_NOT_A_CLASSIFIER + received
+
+
+def test_the_features_of_a_classifier_are_the_backbone_the_message_names():
+    whole = classifier([keras.layers.Dense(10, activation="softmax")])
+    features = keras.Model(whole.inputs, whole.layers[-2].output)
+    model = adversarial_model("alp", backbone=features)
+    assert np.isfinite(model.train_on_batch(X[:32], Y[:32], return_dict=True)["loss"])
+    assert model.classifier.kernel.shape == (16, 10)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_a_channels_first_backbone_is_refused_in_one_line(shape):
+    images = keras.Input(shape)
+    # "same": Keras builds it over (1, 28) with 28 channels, and would train on that.
+    conv = keras.layers.Conv2D(4, 3, padding="same")(images)
+    pooled = keras.layers.GlobalAveragePooling2D()(conv)
+    with pytest.raises(ValueError) as err:
+        aalp_tf.AdversarialModel(keras.Model(images, pooled, name="nchw"), num_classes=10,
+                                 **ATTACK)
+    assert str(err.value) == (
+        "Invalid value received for argument `backbone`. Expected a backbone taking images "
+        f"[H, W, C], channels last (e.g. keras.Input({(*shape[1:], shape[0])}); transpose NCHW "
+        "data with np.transpose(x, (0, 2, 3, 1))). Received: backbone 'nchw' whose keras.Input "
+        f"has shape {shape}, channels first")
 
 
 @pytest.mark.parametrize("arguments,message", [

@@ -6,8 +6,10 @@ import dataclasses
 import pytest
 
 from aalp_tf import config
-from aalp_tf.config import (AnalysisConfig, AttackConfig, EvalConfig, ExportConfig, PredictConfig,
-                            TuneConfig)
+from aalp_tf.analysis.config import AnalysisConfig
+from aalp_tf.config import AttackConfig, EvalConfig
+from aalp_tf.serving.config import ExportConfig, PredictConfig
+from aalp_tf.tuning.config import TuneConfig
 from aalp_tf.errors import UsageError
 from tests.helpers.tiny import tiny_config
 

@@ -18,7 +18,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from aalp_tf import signatures
 from aalp_tf.analysis import model_sources
 from aalp_tf.serving import request_protos, saved_model
-from aalp_tf.config import ExportConfig
+from aalp_tf.serving.config import ExportConfig
 from aalp_tf.errors import UsageError
 from aalp_tf.serving.run_export import export_run
 from aalp_tf.data.datasets import DATASETS

@@ -18,7 +18,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "aalp_tf"
 CORE = {"config", "registry", "errors", "files", "layers", "models", "losses", "attacks",
         "methods", "trainer", "signatures", "distribution", "adversaries", "awp", "schedules",
-        "overfitting", "rules", "paper"}
+        "overfitting", "rules", "paper", "model_inputs"}
 API = "aalp_tf"  # the package's __init__
 COMMANDS = {"cli", "train", "evaluate", "tune", "analyze", "export", "compare"}
 

@@ -15,7 +15,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tests.helpers import commands, fake_serving
 from aalp_tf.serving import client, request_protos, saved_model, server_config
-from aalp_tf.config import PredictConfig
+from aalp_tf.serving.config import PredictConfig
 from aalp_tf.data.datasets import DATASETS
 from aalp_tf.errors import UsageError
 from aalp_tf.trainer import build_model

@@ -18,7 +18,8 @@ import pytest
 import tensorflow as tf
 
 from aalp_tf.tuning import report, tuners
-from aalp_tf.config import AttackConfig, TuneConfig
+from aalp_tf.config import AttackConfig
+from aalp_tf.tuning.config import TuneConfig
 from aalp_tf.errors import UsageError
 from aalp_tf.evaluation.loading import load_serving_logits
 from aalp_tf.experiment.training import train

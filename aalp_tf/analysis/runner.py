@@ -15,7 +15,7 @@ from typing import Callable, Dict, List
 import numpy as np
 
 from aalp_tf.analysis import figures, model_sources, probes, quantities, tables, training_probe
-from aalp_tf.config import AnalysisConfig
+from aalp_tf.analysis.config import AnalysisConfig
 from aalp_tf.data.datasets import DATASETS, evaluation_batches
 from aalp_tf.evaluation.suite import write_json
 from aalp_tf.analysis.model_sources import INTERNALS, LOGITS, RUN_FOLDER

@@ -12,8 +12,11 @@ import sys
 
 from aalp_tf import config as cfglib
 from aalp_tf import paper
+from aalp_tf.analysis import config as analysis_config
 from aalp_tf.cli.table import FLAGS, every_flag
 from aalp_tf.comparison import config as comparison_config
+from aalp_tf.serving import config as serving_config
+from aalp_tf.tuning import config as tuning_config
 from aalp_tf.errors import UsageError
 
 # (config class, field) -> the flag it comes from, where the names differ.
@@ -23,9 +26,9 @@ FLAG_OF = {
     (cfglib.AttackConfig, "steps"): "attack_steps",
     (cfglib.AttackConfig, "warmup_epochs"): "epsilon_warmup_epochs",
     (cfglib.EvalConfig, "output"): "output_file",
-    (cfglib.AnalysisConfig, "out"): "output_dir",
-    (cfglib.ExportConfig, "name"): "export_name",
-    (cfglib.PredictConfig, "model"): "model_name",
+    (analysis_config.AnalysisConfig, "out"): "output_dir",
+    (serving_config.ExportConfig, "name"): "export_name",
+    (serving_config.PredictConfig, "model"): "model_name",
     (comparison_config.CompareConfig, "out"): "output_dir",
     (comparison_config.CompareConfig, "work_dir"): "runs_dir",
 }
@@ -115,11 +118,12 @@ def _labelled_path(item: str) -> tuple:
     return label, path
 
 
-def analysis_config_from_flags() -> cfglib.AnalysisConfig:
+def analysis_config_from_flags() -> analysis_config.AnalysisConfig:
     """The analysis config, validated."""
     return (from_flags(
-        cfglib.AnalysisConfig, models=tuple(_labelled_path(item) for item in FLAGS.models),
-        data=data_config(), attack=attack_config()))
+        analysis_config.AnalysisConfig,
+        models=tuple(_labelled_path(item) for item in FLAGS.models), data=data_config(),
+        attack=attack_config()))
 
 
 def _float_pair(name: str) -> tuple:
@@ -131,14 +135,14 @@ def _float_pair(name: str) -> tuple:
                          f"{','.join(raw)}") from None
 
 
-def tune_config_from_flags() -> cfglib.TuneConfig:
+def tune_config_from_flags() -> tuning_config.TuneConfig:
     """The search config, validated; the search folder defaults to runs/<dataset>_<method>_tune."""
     run = config_from_flags()
     if FLAGS.model_dir is None:
         folder = os.path.join("runs", f"{run.data.dataset}_{run.method.name}_tune")
         run = run.replace(train=dataclasses.replace(run.train, model_dir=folder))
     return (from_flags(
-        cfglib.TuneConfig, run=run, alpha_range=_float_pair("alpha_range"),
+        tuning_config.TuneConfig, run=run, alpha_range=_float_pair("alpha_range"),
         learning_rate_range=_float_pair("learning_rate_range") if FLAGS.tune_learning_rate
         else None,
         keep_fraction_range=_float_pair("keep_fraction_range") if FLAGS.tune_keep_fraction
@@ -152,21 +156,22 @@ def _int_list(name: str) -> tuple:
     return tuple(int(item) for item in raw)
 
 
-def export_config_from_flags() -> cfglib.ExportConfig:
+def export_config_from_flags() -> serving_config.ExportConfig:
     """The export config, validated; --export_dir counts only when given (else the run's)."""
     if not FLAGS.model_dir:
         raise UsageError("--model_dir is not set: pass the run folder to export, e.g. "
                          "--model_dir=runs/mnist_aalp")
     return (from_flags(
-        cfglib.ExportConfig, export_dir=FLAGS.export_dir if FLAGS["export_dir"].present
-        else None, warmup_batch_sizes=_int_list("warmup_batch_sizes")))
+        serving_config.ExportConfig,
+        export_dir=FLAGS.export_dir if FLAGS["export_dir"].present else None,
+        warmup_batch_sizes=_int_list("warmup_batch_sizes")))
 
 
-def predict_config_from_flags() -> cfglib.PredictConfig:
+def predict_config_from_flags() -> serving_config.PredictConfig:
     """The client's request, validated."""
     server = FLAGS.server or ("localhost:8501" if FLAGS.rest else "localhost:8500")
     return (from_flags(
-        cfglib.PredictConfig, server=server, model=FLAGS.model_name or "",
+        serving_config.PredictConfig, server=server, model=FLAGS.model_name or "",
         images=FLAGS.images or ""))
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from aalp_tf import signatures
 from aalp_tf.serving import request_protos
-from aalp_tf.config import PredictConfig
+from aalp_tf.serving.config import PredictConfig
 from aalp_tf.errors import UsageError
 from aalp_tf.serving.request_protos import serving_api
 

@@ -8,7 +8,7 @@ import pathlib
 from typing import Tuple
 
 from aalp_tf import runs
-from aalp_tf.config import ExportConfig
+from aalp_tf.serving.config import ExportConfig
 from aalp_tf.data.datasets import DATASETS
 from aalp_tf.serving import saved_model
 

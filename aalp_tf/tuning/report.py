@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 from aalp_tf.tuning import search_space  # noqa: E402
-from aalp_tf.config import TuneConfig  # noqa: E402
+from aalp_tf.tuning.config import TuneConfig  # noqa: E402
 
 COLUMNS = ("trial", "status", "alpha", "learning_rate", "keep_fraction", "epochs",
            "val_clean_accuracy", "val_robust_accuracy", "objective", "message")

@@ -19,7 +19,8 @@ import dataclasses
 import statistics
 from typing import Callable, Optional
 
-from aalp_tf.config import RunConfig, TuneConfig, check
+from aalp_tf.config import RunConfig, check
+from aalp_tf.tuning.config import TuneConfig
 from aalp_tf.methods import METHODS
 from aalp_tf.registry import Registry
 

@@ -35,7 +35,8 @@ import keras_tuner
 
 from aalp_tf.experiment import training
 from aalp_tf.tuning import report, search_space
-from aalp_tf.config import TuneConfig, check, differences
+from aalp_tf.config import check, differences
+from aalp_tf.tuning.config import TuneConfig
 from aalp_tf.data.datasets import DATASETS, load_arrays, split_sizes
 from aalp_tf.errors import UsageError
 from aalp_tf import runs
