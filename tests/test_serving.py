@@ -68,7 +68,7 @@ def run_command(argv, monkeypatch, capsys):
     return done.returncode, done.stdout, done.stderr
 
 
-def config(server="127.0.0.1:1", images="", **fields):
+def config(server="127.0.0.1:1", images="x.npy", **fields):
     return PredictConfig(server=server, model=fields.pop("model", "digits"), images=images,
                          **fields)
 

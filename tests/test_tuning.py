@@ -150,12 +150,15 @@ def test_the_best_trial_reloads_into_the_exported_model(resumed_search):
 
 
 def test_a_failing_trial_is_reported_not_swallowed(tmp_path, capsys):
-    cfg = tiny_search(tmp_path / "search", keep_fraction_range=(1.5, 2.0))  # keep must be <= 1
+    # The config refuses such a range when built; set it behind the check, so that every trial
+    # fails inside (keep must be <= 1) as any trial-time error would.
+    cfg = tiny_search(tmp_path / "search", keep_fraction_range=(0.25, 0.75))
+    object.__setattr__(cfg, "keep_fraction_range", (1.5, 2.0))
     result = tuners.search(cfg, arrays=ARRAYS, progress=0)
     err = capsys.readouterr().err
     assert [row["status"] for row in result.rows] == ["FAILED", "FAILED"]
     for row in result.rows:
-        expected = ("aalp_tf.errors.UsageError: --keep_fraction must be in (0, 1]; received: "
+        expected = ("aalp_tf.rules.SettingError: --keep_fraction must be in (0, 1]; received: "
                     f"{row['keep_fraction']}")
         assert 1.5 <= row["keep_fraction"] <= 2.0
         assert row["message"] == expected
