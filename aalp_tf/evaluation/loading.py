@@ -142,3 +142,27 @@ def load_logits(path: str, *, name: str = "--model", input_key: Optional[str] = 
                              "or a SavedModel folder")
         return load_keras_logits(str(path), name=name)
     return load_serving_logits(path, name=name, input_key=input_key, output_key=output_key)
+
+
+def load_arrays(*, images: Optional[str] = None, labels: Optional[str] = None,
+                data_file: Optional[str] = None) -> Tuple:
+    """The user's own test data: (images, labels) NumPy arrays from --images/--labels .npy
+    files or a --data .npz file with `images` and `labels`; checked by the evaluation itself."""
+    import numpy as np  # only the command's own-data path reads files
+
+    def read(path, flag):
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"{flag} {path} could not be read as a NumPy file: "
+                             f"{_first_line(err)}") from None
+
+    if data_file:
+        arrays = read(data_file, "--data")
+        missing = {"images", "labels"} - set(getattr(arrays, "files", []))
+        if missing:
+            raise UsageError(f"--data {data_file} has no {', '.join(sorted(missing))}: it holds "
+                             f"{sorted(getattr(arrays, 'files', []))}; accepted: an .npz with "
+                             "`images` and `labels` (np.savez(path, images=x, labels=y))")
+        return arrays["images"], arrays["labels"]
+    return read(images, "--images"), read(labels, "--labels")
