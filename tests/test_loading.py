@@ -114,3 +114,19 @@ def test_the_result_holds_each_examples_correctness_and_the_adversarial_examples
     light = aalp_tf.evaluate_model(model, (X, Y), attacks=["clean"], epsilon=0.1, checks=False,
                                    keep_adversarial=False)
     assert "adversarial" not in light and light["correct"]["clean"].shape == (12,)
+
+
+def test_the_attacks_are_public_and_their_docstring_example_runs(foreign):
+    import doctest
+
+    from aalp_tf.evaluation import robustness
+
+    assert aalp_tf.attack is robustness.attack
+    failures, tried = doctest.testmod(robustness, verbose=False)[:2]
+    assert (failures, tried > 0) == (0, True)
+    model, _ = foreign
+    record = aalp_tf.evaluate_model(model, (X, Y), attacks=["pgd3"], epsilon=0.1,
+                                    step_size=0.05, checks=False)
+    np.testing.assert_array_equal(
+        aalp_tf.attack(model, X, Y, name="pgd3", epsilon=0.1, step_size=0.05),
+        record["adversarial"]["pgd3"])  # the same seeds per example as the evaluation

@@ -242,3 +242,37 @@ def evaluate_model(model, data, *, attacks: Sequence[str], epsilon: Optional[flo
     for line in record.get("warnings", []):
         warnings.warn(line, stacklevel=2)
     return {**record, **per_example}
+
+
+def attack(model, images, labels, *, name: str, epsilon: float,
+           step_size: Optional[float] = None, norm: str = "linf", restarts: int = 1,
+           seed: int = 0, input_key: Optional[str] = None,
+           output_key: Optional[str] = None) -> np.ndarray:
+    """`aalp_tf.attack`: one attack of the suite on a batch, the adversarial images back (as
+    ART's `generate`): any name `evaluate_model` takes (fgsm, pgd40, cw20, apgd-ce, square1000,
+    autoattack, ...), the same seeds per example, the same step rule.
+
+        >>> import keras, numpy as np, aalp_tf
+        >>> model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+        ...                           keras.layers.Dense(3)])
+        >>> x = np.random.default_rng(0).uniform(size=(2, 4, 4, 1)).astype("float32")
+        >>> adversarial = aalp_tf.attack(model, x, np.array([0, 1]), name="pgd10",
+        ...                              epsilon=0.1)
+        >>> adversarial.shape, bool(np.abs(adversarial - x).max() <= 0.1 + 1e-6)
+        ((2, 4, 4, 1), True)
+
+    Args:
+      model: as evaluate_model's (a Keras model, a callable, a SavedModel folder, .keras file).
+      images, labels: float images [N, H, W, C] in [0, 1] and integer labels [N].
+      name, epsilon, step_size, norm, restarts, seed: the attack (step: given, else epsilon/4).
+    """
+    spec = suite.parse_attack(name)
+    logits_fn, _ = _logits_function(model, input_key=input_key, output_key=output_key)
+    images = tf.convert_to_tensor(images, tf.float32)
+    check_labels(logits_fn, images, labels, name="labels")
+    step = step_size_rule(epsilon=epsilon, step_size=step_size, dataset=None, norm=norm)
+    fn = suite.attack_function(spec, logits_fn, image_shape=tuple(images.shape[1:]),
+                               epsilon=float(epsilon), step_size=step, restarts=restarts,
+                               seed=seed, norm=norm)
+    index = tf.range(int(images.shape[0]), dtype=tf.int64)
+    return np.asarray(fn(images, tf.cast(labels, tf.int64), index))
