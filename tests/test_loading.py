@@ -130,3 +130,38 @@ def test_the_attacks_are_public_and_their_docstring_example_runs(foreign):
     np.testing.assert_array_equal(
         aalp_tf.attack(model, X, Y, name="pgd3", epsilon=0.1, step_size=0.05),
         record["adversarial"]["pgd3"])  # the same seeds per example as the evaluation
+
+
+def test_the_readme_foreign_model_example_runs_end_to_end(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    from aalp_tf import evaluate
+    from tests.helpers.commands import in_process
+    from tests.helpers.readme import README, python_blocks, shrunk
+
+    heading = "## Evaluating your own model and data"
+    build, read, head = python_blocks(heading)
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)  # tiny arrays in place of the MNIST download
+    tiny = (rng.integers(0, 256, size=(40, 28, 28), dtype=np.uint8), rng.integers(0, 10, 40))
+    exec(shrunk(build, {"keras.datasets.mnist.load_data()": "(tiny, None)",
+                        "x[:100]": "x[:20]", "y[:100]": "y[:20]"}), {"tiny": tiny})
+    text = README.read_text()
+    start = text.index(heading)
+    line = text[text.index("python -m aalp_tf.evaluate --model=my_classifier", start):]
+    line = line[:line.index("```")].replace("\\\n", " ")
+    argv = shlex.split(line)[3:] + ["--nochecks", "--output_file=out.json"]
+    result = in_process(evaluate.main, "evaluate", argv, monkeypatch, capsys)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"  pgd20: \d+ of 20 examples wrong: \[", result.stdout)
+    scope = {"np": np}
+    exec(read, scope)
+    assert scope["x_adv"].shape == (20, 28, 28, 1) and scope["still_right"].shape == (20,)
+    assert f"version = {{{aalp_tf.__version__}}}" in text  # the citation's version is current
+    classifier = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(),
+                                   keras.layers.Dense(8), keras.layers.Dense(10,
+                                                                             activation="softmax")])
+    scope = {"keras": keras, "aalp_tf": aalp_tf, "classifier": classifier}
+    exec(head, scope)  # the head cut off: features [N, 8] in, AdversarialModel's logits out
+    assert scope["backbone"].output.shape == (None, 8)
+    assert scope["model"](X).shape == (12, 10)
