@@ -30,7 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ INFO and WARNING 
 
 __version__ = "0.1.0"
 
-__all__ = ["AdversarialModel", "BACKBONES", "GuidedDropout", "evaluate_model", "register_method"]
+__all__ = ["AdversarialModel", "BACKBONES", "GuidedDropout", "attack", "evaluate_model",
+           "register_method"]
 
 # TensorFlow's libraries log a few notices while they load, before they read
 # TF_CPP_MIN_LOG_LEVEL, so that no setting hides them (absl's "not initialised yet" banner, oneDNN
@@ -81,7 +82,7 @@ if "tensorflow" not in sys.modules:  # imported before us: its notices are alrea
         _tf.config.list_physical_devices("GPU")
     del _tf
 
-from aalp_tf.evaluation.robustness import evaluate_model  # noqa: E402
+from aalp_tf.evaluation.robustness import attack, evaluate_model  # noqa: E402
 from aalp_tf.layers import GuidedDropout  # noqa: E402
 from aalp_tf.methods import register_method  # noqa: E402
 from aalp_tf.models import BACKBONES  # noqa: E402

@@ -260,6 +260,12 @@ class EvalConfig:
       output: JSON path ("" or None: evaluation/<name>-<version>.json).
       checks: run the sanity checks against false robustness (aalp_tf.evaluation.checks) and report them.
       check_examples: the checks' slice: the first this many test examples.
+      images, labels: .npy files of the user's own test data, instead of data.dataset.
+      data_file: an .npz file with `images` and `labels`, instead of data.dataset.
+      input_key, output_key: the SavedModel signature's image input and logits output (None:
+        inferred, evaluation.loading).
+      save_adversarial: .npz path for the adversarial images, per-example correctness and
+        labels (None: not written).
     """
 
     model: str
@@ -271,8 +277,20 @@ class EvalConfig:
     output: Optional[str] = None
     checks: bool = True
     check_examples: int = 100
+    images: Optional[str] = None
+    labels: Optional[str] = None
+    data_file: Optional[str] = None
+    input_key: Optional[str] = None
+    output_key: Optional[str] = None
+    save_adversarial: Optional[str] = None
 
     def __post_init__(self):
+        check(bool(self.images) == bool(self.labels), "--images and --labels go together: "
+              f"received --images={self.images} --labels={self.labels}")
+        check(not (self.images and self.data_file), "--images/--labels and --data are two ways "
+              "to give the same data; accepted: one of them")
+        check(bool(self.data.dataset) or bool(self.images or self.data_file), "--dataset is "
+              "not set; accepted: --dataset, --images with --labels, or --data=FILE.npz")
         integer("restarts", 1).check(self.restarts)
         SEED.check(self.seed)
         check(len(self.attacks) > 0, "--attacks is empty: name at least one, e.g. clean,pgd40")

@@ -112,3 +112,28 @@ def test_the_command_rejects_an_unknown_analysis_in_one_line(tmp_path):
                      cwd=tmp_path, timeout=120)
     assert_one_line_error(result, "error: unknown analysis: received 'cams'; accepted: "
                                   "contributions, gradcam, scatter, sets, training")
+
+
+def test_a_foreign_keras_export_among_the_models_is_analysed_by_its_logits(trained, tmp_path,
+                                                                         capsys):
+    import keras
+
+    _, result = trained
+    mnist = tmp_path / "mnist"
+    write_mnist_files(mnist, splits=ARRAYS)
+    keras.utils.set_random_seed(0)
+    foreign = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(10)])
+    foreign.export(str(tmp_path / "foreign"))  # serving_default: keras_tensor -> output_0
+    out = tmp_path / "out"
+    written = run_all(AnalysisConfig(
+        models=(("run", str(result.run_dir)), ("foreign", str(tmp_path / "foreign"))),
+        out=str(out), data=DataConfig(dataset="mnist", source_dir=str(mnist), batch_size=32),
+        attack=AttackConfig(epsilon=0.3, step_size=0.1, steps=2), what=("contributions", "sets")))
+    printed = capsys.readouterr().out
+    assert "model foreign: SavedModel" in printed and "(logits only)" in printed
+    assert any(line.startswith("skipped contributions for foreign: ") for line in
+               printed.splitlines()), printed
+    sets = json.loads((out / "sets.json").read_text())["sets"]
+    assert set(sets) == {"run", "foreign"}  # the foreign model's logits still serve
+    assert out / "contributions.json" in written

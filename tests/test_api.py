@@ -375,9 +375,14 @@ def test_export_is_the_serving_savedmodel_without_the_optimizer(trained):
 def test_evaluate_takes_a_model_a_function_a_savedmodel_and_any_batches(trained, capsys):
     model, path = trained
     attacks = ["clean", "pgd2"]
-    record = aalp_tf.evaluate_model(model, (X, Y), attacks=attacks, batch_size=32, check_examples=16)
+    # The one step rule (the command's too): given, else the paper's for `dataset`, else
+    # epsilon / 4 -- not the model's training step (0.1 here); pgd2 cannot reach epsilon: warned.
+    with pytest.warns(UserWarning, match=r"^pgd2: 2 steps x step 0.075 = 0.15 < epsilon 0.3"):
+        record = aalp_tf.evaluate_model(model, (X, Y), attacks=attacks, batch_size=32,
+                                        check_examples=16)
     assert capsys.readouterr().out == ""
-    assert record["examples"] == 64 and (record["epsilon"], record["step_size"]) == (0.3, 0.1)
+    assert record["examples"] == 64 and (record["epsilon"], record["step_size"]) == (0.3, 0.075)
+    assert record["warnings"][0].startswith("pgd2: 2 steps")
     assert list(record["accuracy"]) == attacks and record["checks"]["examples"] == 16
     batches = [(X[:32], Y[:32]), (X[32:], Y[32:])]
     same = {
@@ -385,16 +390,17 @@ def test_evaluate_takes_a_model_a_function_a_savedmodel_and_any_batches(trained,
                                     attacks=attacks, checks=False),
         "list of batches": aalp_tf.evaluate_model(model, batches, attacks=attacks, checks=False),
         "function": aalp_tf.evaluate_model(model.inference_logits, batches, attacks=attacks,
-                                     epsilon=0.3, step_size=0.1, checks=False),
+                                     epsilon=0.3, step_size=0.075, checks=False),
         "SavedModel": aalp_tf.evaluate_model(str(path), batches, attacks=attacks, epsilon=0.3,
-                                       step_size=0.1, checks=False),
+                                       step_size=0.075, checks=False),
     }
     for name, other in same.items():
         assert other["accuracy"] == record["accuracy"], name
     with pytest.raises(ValueError) as err:
         aalp_tf.evaluate_model(model.inference_logits, batches, attacks=attacks)
     assert str(err.value) == ("Invalid value received for argument `epsilon`. Expected a float "
-                              "in (0, 1] (pixel units): only an AdversarialModel brings its own. "
+                              "in (0, 1] (pixel units): only a `dataset` with paper settings or an "
+                              "AdversarialModel brings its own. "
                               "Received: epsilon=None")
     with pytest.raises(ValueError, match=re.escape("Received: images of dtype uint8")):
         aalp_tf.evaluate_model(model, (X_UINT8, Y), attacks=attacks)

@@ -450,3 +450,45 @@ def test_a_method_of_your_own_trains_from_the_command_line(tmp_path, mnist_dir):
                                 "guided_dropout": False}
     history = json.loads((tmp_path / "runs/mnist_mart/history.json").read_text())
     assert {"bce", "kl", "val_robust_accuracy"} <= set(history[0])
+
+
+def test_evaluate_a_foreign_keras_export_on_the_users_arrays(tmp_path, monkeypatch, capsys):
+    import keras
+    import numpy as np
+
+    from aalp_tf import evaluate
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    model.export(str(tmp_path / "exported"))  # serving_default: keras_tensor -> output_0
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(size=(10, 6, 6, 1)).astype("float32"), rng.integers(0, 3, 10)
+    np.save(tmp_path / "x.npy", x), np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "y10.npy", np.arange(10)), np.save(tmp_path / "x8.npy", (x * 255).astype("uint8"))
+    np.savez(tmp_path / "data.npz", images=x, labels=y)
+    common = [f"--model={tmp_path / 'exported'}", "--epsilon=0.1", "--attacks=clean,fgsm,pgd2",
+              "--nochecks", f"--output_file={tmp_path / 'out.json'}"]
+    result = in_process(evaluate.main, "evaluate", [*common, f"--images={tmp_path / 'x.npy'}",
+                        f"--labels={tmp_path / 'y.npy'}",
+                        f"--save_adversarial={tmp_path / 'adv.npz'}"], monkeypatch, capsys)
+    assert result.returncode == 0, result.stderr
+    assert "step=0.025" in result.stdout  # no --dataset, no --step_size: epsilon / 4
+    assert "WARNING: pgd2: 2 steps x step 0.025 = 0.05 < epsilon 0.1" in result.stdout
+    saved = np.load(tmp_path / "adv.npz")
+    np.testing.assert_array_equal(saved["labels"], y)
+    assert saved["adversarial_fgsm"].shape == x.shape
+    np.testing.assert_array_equal(saved["correct_fgsm"],
+                                  model(saved["adversarial_fgsm"]).numpy().argmax(-1) == y)
+    record = json.loads((tmp_path / "out.json").read_text())
+    assert record["wrong"]["clean"] == np.flatnonzero(model(x).numpy().argmax(-1) != y).tolist()
+    same = in_process(evaluate.main, "evaluate", [*common, f"--data={tmp_path / 'data.npz'}"],
+                      monkeypatch, capsys)
+    assert json.loads((tmp_path / "out.json").read_text())["accuracy"] == record["accuracy"], same
+    images, labels = f"--images={tmp_path / 'x.npy'}", f"--labels={tmp_path / 'y.npy'}"
+    for args, start in (([images, f"--labels={tmp_path / 'y10.npy'}"], "error: --images "),
+                        ([f"--images={tmp_path / 'x8.npy'}", labels], "error: --images "),
+                        ([labels], "error: --images and --labels go together")):
+        bad = in_process(evaluate.main, "evaluate", [*common, *args], monkeypatch, capsys)
+        assert_one_line_error(bad, start)
+        assert "3 logits" in bad.stderr or "y10" not in args[-1]
+        assert "uint8" in bad.stderr or "x8" not in args[0]

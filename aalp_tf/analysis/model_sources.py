@@ -6,7 +6,9 @@
   model is rebuilt from it and its variables restored from the SavedModel itself
   (signatures.restore_variables, checked against the serving signature), so it gives logits
   and inner activations, not the history.
-- Any other SavedModel with the `images -> logits` serving signature gives logits only.
+- Any other SavedModel whose serving signature maps one image input to one logits output (a
+  Keras `model.export`, say; evaluation.loading) gives logits only: the analyses that need
+  inner activations or a history skip it, saying why.
 """
 import dataclasses
 import pathlib
@@ -68,8 +70,8 @@ def _from_run_folder(name: str, root: pathlib.Path, spec) -> ModelSource:
 
 
 def _from_saved_model(name: str, root: pathlib.Path, spec, check_images) -> ModelSource:
-    logits_fn, shape = loading.load_logits(str(root), flag="--models")
-    if tuple(shape) != tuple(spec.image_shape):
+    logits_fn, shape = loading.load_logits(str(root), name="--models")
+    if shape is not None and tuple(shape) != tuple(spec.image_shape):
         raise UsageError(f"--models: {root} takes images {list(shape)} but --dataset="
                          f"{spec.name} has {list(spec.image_shape)}")
     config_path = root / signatures.EXTRA / signatures.CONFIG_ASSET

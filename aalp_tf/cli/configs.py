@@ -98,11 +98,18 @@ def config_from_flags() -> cfglib.RunConfig:
 def eval_config_from_flags() -> cfglib.EvalConfig:
     """The evaluation config, validated."""
     if not FLAGS.model:
-        raise UsageError("--model is not set: pass a SavedModel folder, e.g. "
+        raise UsageError("--model is not set: pass a SavedModel folder or a .keras file, e.g. "
                          "--model=saved_models/mnist_aalp/1")
-    # evaluate has no --attack_steps: each attack's steps are in its name (pgd40).
-    return (from_flags(cfglib.EvalConfig, data=data_config(),
-                                           attack=attack_config(steps=1)))
+    own_data = bool(FLAGS.images or FLAGS.labels or FLAGS.data)
+    data = (from_flags(cfglib.DataConfig, dataset=FLAGS.dataset or "") if own_data
+            else data_config())
+    # The one step rule (evaluation.robustness.step_size_rule, the library's too): --step_size,
+    # else the paper's for --dataset (cli.runner filled it in), else epsilon / 4. evaluate has no
+    # --attack_steps: each attack's steps are in its name (pgd40).
+    epsilon = required("epsilon")
+    step = FLAGS.step_size if FLAGS.step_size is not None else epsilon / 4
+    attack = from_flags(cfglib.AttackConfig, epsilon=epsilon, step_size=step, steps=1)
+    return from_flags(cfglib.EvalConfig, data=data, attack=attack, data_file=FLAGS.data)
 
 
 def _labelled_path(item: str) -> tuple:

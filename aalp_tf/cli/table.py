@@ -237,8 +237,21 @@ _define("string", "output_file", None, "JSON file for the results.", group="outp
         default_for={EVALUATE: "evaluation/<name>-<version>.json"})
 
 # ---- evaluation ---------------------------------------------------------------------------
-_define("string", "model", None, "The SavedModel folder to evaluate, e.g. "
-        "saved_models/mnist_aalp/1.", group="evaluation", commands=(EVALUATE,))
+_define("string", "model", None, "The model to evaluate: a SavedModel folder (ours, e.g. "
+        "saved_models/mnist_aalp/1, or any whose serving_default maps one image input to one "
+        "logits output, such as a Keras model.export) or a .keras file.", group="evaluation",
+        commands=(EVALUATE,))
+_define("string", "input_key", None, "The SavedModel signature's image input (default: "
+        "`images`, or its only input).", group="evaluation", commands=(EVALUATE,))
+_define("string", "output_key", None, "The SavedModel signature's logits output (default: "
+        "`logits`, or its only output).", group="evaluation", commands=(EVALUATE,))
+_define("string", "labels", None, "With --images: .npy file of integer labels [N] (instead of "
+        "--dataset).", group="data", commands=(EVALUATE,))
+_define("string", "data", None, "Instead of --dataset: .npz file with `images` [N, H, W, C] "
+        "(float in [0, 1]) and integer `labels` [N].", group="data", commands=(EVALUATE,))
+_define("string", "save_adversarial", None, ".npz file for each attack's adversarial images "
+        "(`adversarial_<attack>`), each example's correctness under it (`correct_<attack>`) "
+        "and the `labels`.", group="output", commands=(EVALUATE,))
 _define("list", "attacks", ["clean", "fgsm", "pgd10", "pgd20", "pgd40", "pgd100", "cw10", "cw20",
                             "cw40", "cw100"], "Attacks, comma-separated: clean, fgsm, pgd<k>, "
         "cw<k>, apgd-ce[<k>], apgd-t[<k>], fab-t[<k>], square[<k>], autoattack (the standard "
@@ -310,7 +323,9 @@ _define("string", "server", None, "predict: HOST:PORT of TF Serving (default loc
 _define("string", "model_name", None, "predict: the served model's name (e.g. mnist_aalp).",
         group="serving", commands=(SERVING,))
 _define("string", "images", None, "predict: .npy file of images [N, H, W, C], float in [0, 1] "
-        "or uint8.", group="serving", commands=(SERVING,))
+        "or uint8.", group="serving", commands=(SERVING, EVALUATE), group_for={EVALUATE: "data"},
+        help_for={EVALUATE: "Instead of --dataset: .npy file of images [N, H, W, C], float in "
+                            "[0, 1] (uint8 is refused: divide by 255), with --labels."})
 _define("boolean", "rest", False, "predict: REST (POST /v1/models/NAME:predict) instead of "
         "gRPC.", group="serving", commands=(SERVING,))
 _define("string", "signature", "auto", "predict: the signature; auto: predict_uint8 for uint8 "

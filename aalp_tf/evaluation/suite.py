@@ -19,6 +19,7 @@ import time
 from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from aalp_tf import attacks
@@ -151,6 +152,20 @@ def describe(spec: "AttackSpec", *, restarts: int = 1) -> str:
     return known[spec.family]
 
 
+def short_of_the_edge(names: Sequence[str], *, epsilon: float, step_size: float) -> list:
+    """One line for each PGD/CW attack whose steps x step < epsilon: it cannot reach the ball's
+    edge, so its accuracy overstates robustness (MNIST's step 0.01 with pgd10: 0.1 < 0.3)."""
+    lines = []
+    for name in names:
+        spec = parse_attack(name)
+        if spec.family in ("pgd", "cw") and spec.steps * step_size < epsilon * (1 - 1e-6):
+            lines.append(f"{name}: {spec.steps} steps x step {step_size:.6g} = "
+                         f"{spec.steps * step_size:.6g} < epsilon {epsilon:.6g}: it cannot reach "
+                         f"the ball's edge; accepted: a step >= {epsilon / spec.steps:.6g} or "
+                         "more steps")
+    return lines
+
+
 def parse_attack(name: str) -> AttackSpec:
     """`pgd40` -> AttackSpec("pgd40", "pgd", 40), `apgd-ce` -> ("apgd-ce", "apgd-ce", 100); one
     clear line for anything else."""
@@ -214,7 +229,8 @@ class Progress:
 def evaluate(logits_fn, batches: Iterable, attack_names: Sequence[str], *,
              image_shape: Sequence[int], epsilon: float, step_size: float, restarts: int = 1,
              seed: int = 0, num_batches: Optional[int] = None, verbose: int = 1,
-             norm: str = "linf") -> Tuple[Dict[str, float], int]:
+             norm: str = "linf", per_example: Optional[dict] = None,
+             keep_adversarial: bool = False) -> Tuple[Dict[str, float], int]:
     """Accuracy under each attack over every (images, labels) batch.
 
     Args:
@@ -224,6 +240,9 @@ def evaluate(logits_fn, batches: Iterable, attack_names: Sequence[str], *,
       num_batches: for the progress display.
       verbose: 1 shows the progress: a bar on a terminal, a line per batch elsewhere.
       norm: the threat model, "linf" or "l2" (attacks.THREAT_MODELS).
+      per_example: a dict to fill, when given, with "labels" [N] and "correct" {attack: [N]
+        bool}, each example's correctness under each attack (ART's and AutoAttack's per-example
+        results), and with keep_adversarial also "adversarial" {attack: [N, H, W, C]}.
 
     Returns:
       ({attack name: accuracy in [0, 1]}, in the order given; the number of examples).
@@ -236,18 +255,32 @@ def evaluate(logits_fn, batches: Iterable, attack_names: Sequence[str], *,
     correct = {s.name: 0 for s in specs}
     total = 0
     progress = Progress(num_batches, [s.name for s in specs]) if verbose else None
+    kept = {"labels": [], "correct": {s.name: [] for s in specs},
+            "adversarial": {s.name: [] for s in specs}}
     for x, y in batches:
         y = tf.cast(y, tf.int64)
         index = tf.range(total, total + int(tf.shape(y)[0]), dtype=tf.int64)
+        kept["labels"].append(y.numpy())
         for spec, fn in zip(specs, fns):
-            hits = tf.equal(predict(fn(x, y, index)), y)
+            adversarial = fn(x, y, index)
+            hits = tf.equal(predict(adversarial), y)
             correct[spec.name] += int(tf.reduce_sum(tf.cast(hits, tf.int32)))
+            if per_example is not None:
+                kept["correct"][spec.name].append(hits.numpy())
+                if keep_adversarial:
+                    kept["adversarial"][spec.name].append(np.asarray(adversarial))
         total += int(tf.shape(y)[0])
         if progress is not None:
             progress.batch_done(total, {name: hits / total for name, hits in correct.items()})
     if total == 0:
         raise UsageError("no test examples to evaluate; accepted: --test_examples >= 1 or 0 "
                          "(all)")
+    if per_example is not None:
+        per_example["labels"] = np.concatenate(kept["labels"])
+        per_example["correct"] = {k: np.concatenate(v) for k, v in kept["correct"].items()}
+        if keep_adversarial:
+            per_example["adversarial"] = {k: np.concatenate(v)
+                                          for k, v in kept["adversarial"].items()}
     return {name: hits / total for name, hits in correct.items()}, total
 
 
