@@ -86,5 +86,4 @@ from aalp_tf.evaluation.robustness import attack, evaluate_model  # noqa: E402
 from aalp_tf.layers import GuidedDropout  # noqa: E402
 from aalp_tf.methods import register_method  # noqa: E402
 from aalp_tf.models import BACKBONES  # noqa: E402
-from aalp_tf.serving import saved_model as _saved_model  # noqa: E402,F401 (export's writer)
 from aalp_tf.trainer import AdversarialModel  # noqa: E402

@@ -133,7 +133,7 @@ def test_evaluate_refuses_an_output_it_could_not_write_before_evaluating(tmp_pat
                                                      "accepted: a file path, e.g. "
                                                      "a_folder/evaluation.json"),
         "locked": ([*evaluate, f"--output={folder}/e.json"],
-                   f"error: --output's folder {folder} is not writable {denied(folder)}"),
+                   f"error: --output_file's folder {folder} is not writable {denied(folder)}"),
     }, cwd=tmp_path, prefix=prefix)
     assert list((tmp_path / "a_folder").iterdir()) == []
 
@@ -343,7 +343,8 @@ def test_train_then_evaluate_end_to_end(tmp_path, mnist_dir):
     assert len(epoch_lines) == 1 and epoch_lines[0].startswith("3/3 - "), trained.stdout
     config = json.loads((tmp_path / "runs/mnist_aalp/config.json").read_text())
     assert config["attack"] == {"epsilon": 0.3, "step_size": 0.01, "steps": 2,
-                                "random_start": True, "warmup_epochs": 0.0}  # paper, then CLI
+                                "random_start": True, "warmup_epochs": 0.0, "norm": "linf",
+                                "adversary": "pgd"}  # paper, then CLI
     assert config["model"]["name"] == "lenet"
 
     evaluated = command("evaluate", "--model=saved_models/mnist_aalp/1", "--dataset=mnist",

@@ -330,7 +330,7 @@ _define("boolean", "rest", False, "predict: REST (POST /v1/models/NAME:predict) 
         "gRPC.", group="serving", commands=(SERVING,))
 _define("string", "signature", "auto", "predict: the signature; auto: predict_uint8 for uint8 "
         "images, else serving_default.", group="serving", commands=(SERVING,),
-        registry=("aalp_tf.serving.saved_model", "SIGNATURES"), also=("auto",))
+        registry=("aalp_tf.signatures", "SIGNATURES"), also=("auto",))
 _define("float", "timeout", 10.0, "predict: seconds to wait for the server.", group="serving",
         commands=(SERVING,))
 
