@@ -78,6 +78,10 @@ class AttackConfig:
         rules.STEP_SIZES[self.norm].check(self.step_size)
         ATTACK_STEPS.check(self.steps)
         rules.ADVERSARY.check(self.adversary)
+        # FGSM-RS and N-FGSM are sign steps with uniform L-inf noise: L-inf adversaries only.
+        check(self.adversary == "pgd" or self.norm == "linf",
+              f"--adversary={self.adversary} is an L-inf adversary; received: --norm={self.norm}; "
+              "accepted: --adversary=pgd with --norm=l2")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,8 @@ _PROBABILITIES = ("softmax", "sigmoid", "log_softmax")
 
 
 def check_arguments(*, method, num_classes, epsilon, step_size, attack_steps, alpha,
-                    trades_beta, seed, val_attack_steps, epsilon_warmup_steps) -> None:
+                    trades_beta, seed, val_attack_steps, epsilon_warmup_steps, norm,
+                    adversary) -> None:
     """AdversarialModel's keyword arguments, refused in one line when out of range: the configs
     they make check theirs, in the words of the command line's checks ("epsilon must be in
     (0, 1] ...; received: 2.0")."""
@@ -33,7 +34,8 @@ def check_arguments(*, method, num_classes, epsilon, step_size, attack_steps, al
                    "aalp_tf.register_method)", lambda v: isinstance(v, str) and v in names
                    ).check(method)
         _NUM_CLASSES.check(num_classes)
-        AttackConfig(epsilon=epsilon, step_size=step_size, steps=attack_steps)
+        AttackConfig(epsilon=epsilon, step_size=step_size, steps=attack_steps, norm=norm,
+                     adversary=adversary)
         MethodConfig(name=method, alpha=alpha, trades_beta=trades_beta)
         rules.SEED.check(seed)
         rules.VAL_ATTACK_STEPS.check(val_attack_steps)

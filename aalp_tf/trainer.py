@@ -59,13 +59,15 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
         input gradient per step, aalp_tf/adversaries.py); validation always uses PGD.
       awp_gamma: adversarial weight perturbation's size relative to each weight's norm
         (aalp_tf/awp.py; 0: off).
+      norm: the threat model of the training and validation adversary, "linf" or "l2"
+        (attacks.THREAT_MODELS); epsilon and step_size are in its units.
     """
 
     def __init__(self, backbone, num_classes, *, epsilon, step_size, attack_steps,
                  method="aalp", alpha=1.0, trades_beta=6.0, guided_dropout=False,
                  keep_fraction=0.5, gd_rescale=False, random_start=True, seed=0,
                  val_attack_steps=0, epsilon_warmup_steps=0, adversary=adversaries.PGD,
-                 awp_gamma=0.0, **kwargs):
+                 awp_gamma=0.0, norm="linf", **kwargs):
         if not isinstance(backbone, keras.layers.Layer):
             raise TypeError(f"Invalid value received for argument `backbone`. Expected a "
                             "keras.Model mapping images in [0, 1] to features [N, F]. "
@@ -73,8 +75,8 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
         model_inputs.check_arguments(num_classes=num_classes, method=method, epsilon=epsilon,
                         step_size=step_size, attack_steps=attack_steps, alpha=alpha,
                         trades_beta=trades_beta, seed=seed, val_attack_steps=val_attack_steps,
-                        epsilon_warmup_steps=epsilon_warmup_steps)
-        adversaries.check_adversary(adversary)
+                        epsilon_warmup_steps=epsilon_warmup_steps, norm=norm,
+                        adversary=adversary)
         awp.check_gamma(awp_gamma)
         # The two mistakes Keras trains through silently: a classifier passed as the backbone
         # (a second logits layer on its output) and channels-first images.
@@ -97,7 +99,7 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
         self.attack_config = AttackConfig(epsilon=float(epsilon), step_size=float(step_size),
                                           steps=int(attack_steps),
                                           random_start=bool(random_start),
-                                          adversary=adversary)
+                                          adversary=adversary, norm=norm)
         self.use_guided_dropout = self.method.guided_dropout or bool(guided_dropout)
         self.seed = int(seed)
         self.val_attack_steps = int(val_attack_steps) or int(attack_steps)
@@ -149,7 +151,7 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
                 "gd_rescale": self.guided_dropout.rescale, "random_start": a.random_start,
                 "seed": self.seed, "val_attack_steps": self.val_attack_steps,
                 "epsilon_warmup_steps": self.epsilon_warmup_steps,
-                "adversary": a.adversary, "awp_gamma": self.awp_gamma}
+                "adversary": a.adversary, "awp_gamma": self.awp_gamma, "norm": a.norm}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -356,7 +358,7 @@ def model_arguments(cfg: RunConfig, *, steps_per_epoch: int = 0) -> dict:
                 keep_fraction=cfg.model.keep_fraction, gd_rescale=cfg.model.gd_rescale,
                 seed=cfg.train.seed, val_attack_steps=cfg.train.val_attack_steps,
                 epsilon_warmup_steps=round(a.warmup_epochs * steps_per_epoch),
-                adversary=a.adversary, awp_gamma=cfg.train.awp_gamma)
+                adversary=a.adversary, awp_gamma=cfg.train.awp_gamma, norm=a.norm)
 
 
 def build_model(cfg: RunConfig, spec, *, steps_per_epoch: int = 0) -> AdversarialModel:

@@ -146,3 +146,31 @@ def test_the_epsilon_warmup_scales_the_single_step_adversary(tmp_path):
     x, y = batch_of()
     reach = float(tf.reduce_max(tf.abs(model.branch_inputs(x, y)[ADV] - x)))
     assert 0 < reach <= cfg.attack.epsilon / 4 + 1e-6
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS.names() if ADV in METHODS.get(m).branches])
+def test_every_method_trains_with_the_l2_threat_model(tmp_path, method):
+    """--norm=l2: the training adversary's examples lie in the L2 ball (and leave the L-inf ball
+    of the same radius's per-pixel share), and every method steps on them."""
+    keras.utils.set_random_seed(0)
+    cfg = tiny_config(tmp_path / "run", method)
+    cfg = cfg.replace(attack=dataclasses.replace(cfg.attack, norm="l2", epsilon=1.0,
+                                                 step_size=0.5))
+    model = build_model(cfg, SPEC)
+    assert model.attack_config.norm == "l2" and model.get_config()["norm"] == "l2"
+    x, y = batch_of()
+    delta = tf.reshape(model.branch_inputs(x, y)[ADV] - x, [x.shape[0], -1])
+    lengths = tf.norm(delta, axis=1).numpy()
+    assert lengths.max() <= 1.0 + 1e-4 and lengths.min() > 0.25  # in the ball, and moved
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
+
+
+def test_a_single_step_adversary_is_refused_with_the_l2_norm(tmp_path):
+    cfg = tiny_config(tmp_path / "run", "alp")
+    with pytest.raises(ValueError) as err:
+        dataclasses.replace(cfg.attack, norm="l2", epsilon=1.0, adversary="fgsm_rs")
+    assert str(err.value) == ("--adversary=fgsm_rs is an L-inf adversary; received: --norm=l2; "
+                              "accepted: --adversary=pgd with --norm=l2")
