@@ -61,10 +61,10 @@ def measure(arch, *, width, steps, batch, repeats, counts=None):
         variants[name] = (lambda f, data: lambda: f(data))(step_fn, (x, y))
         if counts is not None:
             ops = op_counts(step_fn, (x, y))
-            counts.append([arch, steps or harness.SETUPS[arch][3], name, ops["Conv2D"],
+            counts.append([arch, steps or harness.paper_steps(arch), name, ops["Conv2D"],
                            ops["MatMul"]])
     times = harness.interleaved(variants, repeats=repeats)
-    k = steps or harness.SETUPS[arch][3]
+    k = steps or harness.paper_steps(arch)
     rows = []
     for num, den in RATIOS:
         ratio = harness.paired_ratio(times, lambda r: times[num][r], lambda r: times[den][r])
@@ -89,7 +89,7 @@ def main():
     harness.header("Guided Dropout's overhead")
     rows, counts = [], []
     for arch in archs:
-        paper_steps = 3 if args.quick else harness.SETUPS[arch][3]
+        paper_steps = 3 if args.quick else harness.paper_steps(arch)
         for steps in [int(k) for k in args.steps.split(",") if k] or [paper_steps, 1]:
             rows += measure(arch, width=width, steps=steps, batch=batch, repeats=repeats,
                             counts=counts if steps == paper_steps else None)

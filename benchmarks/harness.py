@@ -183,27 +183,35 @@ def union_ns(intervals) -> float:
 
 # ---- the paper's two set-ups, as configs the package builds its model from -----------------
 
-# model -> (dataset, epsilon, PGD step, training PGD steps, learning rate): flags/<dataset>.cfg
-SETUPS = {
-    "lenet": ("mnist", 0.3, 0.01, 40, 1e-4),
-    "resnet32": ("cifar10", 8 / 255, 2 / 255, 7, 1e-5),
-}
+# model -> the dataset whose paper settings (aalp_tf.paper) it is trained with
+SETUPS = {"lenet": "mnist", "resnet32": "cifar10"}
+
+
+def paper_steps(model: str) -> int:
+    """The training PGD steps of the model's paper set-up."""
+    from aalp_tf import paper
+
+    return paper.paper_settings(SETUPS[model])["attack_steps"]
 
 
 def run_config(model: str, method: str, *, width: int = 0, steps: int = 0, batch: int = 128,
                guided_dropout: bool = False, jit_compile: bool = False):
     """The RunConfig `python -m aalp_tf.train --dataset=D --method=M` would resolve (model
-    width and PGD steps overridable, for quick runs)."""
+    width and PGD steps overridable, for quick runs; no validation slice, so the last epoch is
+    the one exported)."""
+    from aalp_tf import paper
     from aalp_tf.config import (AttackConfig, DataConfig, MethodConfig, ModelConfig, RunConfig,
                                 TrainConfig)
-    dataset, epsilon, step_size, paper_steps, learning_rate = SETUPS[model]
+    dataset = SETUPS[model]
+    settings = paper.paper_settings(dataset)
     return RunConfig(
         data=DataConfig(dataset=dataset, batch_size=batch, val_examples=0),
         model=ModelConfig(name=model, width=width),
         method=MethodConfig(name=method, guided_dropout=guided_dropout),
-        attack=AttackConfig(epsilon=epsilon, step_size=step_size, steps=steps or paper_steps),
-        train=TrainConfig(epochs=1, learning_rate=learning_rate, model_dir="unused",
-                          jit_compile=jit_compile))
+        attack=AttackConfig(epsilon=settings["epsilon"], step_size=settings["step_size"],
+                            steps=steps or settings["attack_steps"]),
+        train=TrainConfig(epochs=1, learning_rate=settings["learning_rate"], model_dir="unused",
+                          jit_compile=jit_compile, export_epoch="last"))
 
 
 def build(cfg):
