@@ -211,7 +211,8 @@ def run_config(model: str, method: str, *, width: int = 0, steps: int = 0, batch
         attack=AttackConfig(epsilon=settings["epsilon"], step_size=settings["step_size"],
                             steps=steps or settings["attack_steps"]),
         train=TrainConfig(epochs=1, learning_rate=settings["learning_rate"], model_dir="unused",
-                          jit_compile=jit_compile, export_epoch="last"))
+                          jit_compile=jit_compile, deterministic=not jit_compile,
+                          export_epoch="last"))
 
 
 def build(cfg):
