@@ -81,7 +81,7 @@ def test_a_bad_value_is_the_one_line_on_stderr_and_nothing_is_written(tmp_path):
                           "error: --learning_rate must be in (0, 1]; received: inf"),
         # It used to fail in the first validation, after config.json was written.
         "val_attack_steps": (["train", "--dataset=mnist", "--val_attack_steps=-1"],
-                             "error: --val_attack_steps must be >= 0 (0: --attack_steps); "
+                             "error: --val_attack_steps must be an integer >= 0 (0: --attack_steps); "
                              "received: -1"),
     }
     for name in cases:
@@ -385,26 +385,32 @@ def test_train_then_evaluate_end_to_end(tmp_path, mnist_dir):
     # from the SavedModel and from the Keras model of the run.
     import aalp_tf
     from aalp_tf import runs
-    from aalp_tf.data.datasets import DATASETS
     data = tiny_arrays(256, 64)
     images = (data.x_test.astype("float32") / 255, data.y_test)
     same = dict(attacks=["clean", "fgsm", "pgd3", "cw3"], epsilon=0.3, step_size=0.01,
                 batch_size=32)
     from_path = aalp_tf.evaluate_model(str(tmp_path / "saved_models/mnist_aalp/1"), images, **same)
-    assert from_path == {k: v for k, v in record.items() if k not in ("model", "dataset")}
-    model = runs.model_from_run(str(tmp_path / "runs/mnist_aalp"), datasets=DATASETS).model
+    # The library also returns the adversarial images, per-example results and labels.
+    per_example = ("adversarial", "correct", "labels")
+    assert {k: v for k, v in from_path.items() if k not in per_example} == {
+        k: v for k, v in record.items() if k not in ("model", "dataset", "wrong")}
+    assert record["wrong"] == {name: [int(i) for i in (~ok).nonzero()[0]]
+                               for name, ok in from_path["correct"].items()}
+    model = runs.model_from_run(str(tmp_path / "runs/mnist_aalp")).model
     assert aalp_tf.evaluate_model(model, images, **same)["accuracy"] == record["accuracy"]
 
     bad = command("evaluate", "--model=saved_models/mnist_aalp", "--dataset=mnist",
                   f"--source_dir={mnist_dir}", cwd=tmp_path)
     assert_one_line_error(bad, "error: --model saved_models/mnist_aalp is not a SavedModel "
-                               "folder (it holds versions [1]: pass saved_models/mnist_aalp/1)")
+                               "folder or a .keras file (it holds versions [1]: pass "
+                               "saved_models/mnist_aalp/1)")
     bad = command("evaluate", "--model=saved_models/mnist_aalp/1", "--dataset=mnist",
                   "--attacks=clean,pgd", cwd=tmp_path)
-    assert_one_line_error(bad, "error: unknown attack: received 'pgd'; accepted: apgd-ce[<k>], "
-                               "apgd-t[<k>], autoattack[<k>], clean, cw<k>, fgsm, pgd<k>, "
-                               "square[<k>] (k = steps, e.g. pgd40; Square's queries for square "
-                               "and autoattack)")
+    assert_one_line_error(bad, "error: unknown attack: received 'pgd'; accepted: aa-lite[<k>], "
+                               "apgd-ce[<k>], apgd-t[<k>], autoattack, clean, cw<k>, fab-t[<k>], "
+                               "fgsm, pgd<k>, square[<k>] (k = steps, e.g. pgd40; Square's "
+                               "queries for square and aa-lite; autoattack is the standard "
+                               "version and takes no count)")
 
 
 @pytest.mark.slow  # ~25 s; tests/test_crash_safety.py (slow too) kills at every write

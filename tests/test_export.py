@@ -282,7 +282,7 @@ def test_a_model_with_a_non_finite_weight_is_not_exported(tmp_path):
     assert str(err.value) == (
         f"the model's weights are not finite: nothing was exported; received: NaN or inf in 1 of "
         f"{len(model.weights)} variables ({kernel.path}); accepted: finite weights (export an "
-        "earlier --checkpoint, or train again with a lower --learning_rate or --alpha)")
+        "earlier --epoch, or train again with a lower --learning_rate or --alpha)")
     assert not (tmp_path / "out").exists()
 
 

@@ -97,7 +97,8 @@ def check_settings(cfg: CompareConfig, settings: dict) -> None:
         raise UsageError(f"--output_dir {out} is a file; accepted: a folder (new or holding this study)")
     stored = out / SETTINGS
     if stored.exists():
-        _refuse(cfg, stored.name, differences(read_json(stored), settings))
+        _refuse(cfg, stored.name, differences(
+            comparison_config.stored_settings(read_json(stored)), settings))
     for path in sorted((out / "cells").glob("*.json")):
         record = read_json(path)
         _refuse(cfg, f"cells/{path.name}", differences(

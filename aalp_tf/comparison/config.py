@@ -210,6 +210,12 @@ def study_settings(cfg: CompareConfig, examples: Dict[str, int]) -> dict:
                            "check_examples": cfg.check_examples}}
 
 
+def stored_settings(stored: dict) -> dict:
+    """A settings.json as this code writes it: training fields added since it was written take
+    the value the code of its day had (as `training_settings` does for a cell's config)."""
+    return {**stored, "training": training_settings(stored.get("training", {}))}
+
+
 def cell_settings(record: dict) -> dict:
     """The study settings a finished cell's JSON was produced with (missing keys: defaults)."""
     evaluation = {**EVALUATION_DEFAULTS, **record.get("evaluation", {})}
