@@ -97,14 +97,14 @@ def configs(args, plan) -> list:
 def run_config(config: Config, args, plan):
     """The RunConfig `python -m aalp_tf.train --dataset=mnist --flagfile=flags/mnist_seeds.cfg`
     resolves, with this configuration's adversary, AWP and schedule."""
-    from aalp_tf import cli
+    from aalp_tf.cli import configs, runner
     folder = pathlib.Path(args.work_dir) / config.name
     source = [] if args.quick else [f"--source_dir={args.source_dir}"]
-    cli.parse_flags(["time_to_robustness", "--dataset=mnist", *source,
+    runner.parse_flags(["time_to_robustness", "--dataset=mnist", *source,
                      f"--flagfile={STUDY_FLAGS}", f"--method={config.method}",
                      f"--model_dir={folder}", f"--export_dir={folder}_exports",
-                     "--keep_checkpoints=0", *plan["flags"]])
-    cfg = cli.config_from_flags()
+                     "--keep_checkpoints=0", *plan["flags"]], command="train")
+    cfg = configs.config_from_flags()
     return cfg.replace(attack=dataclasses.replace(cfg.attack, adversary=config.adversary),
                        train=dataclasses.replace(cfg.train, awp_gamma=config.awp_gamma,
                                                  lr_schedule=config.lr_schedule))
