@@ -8,24 +8,16 @@ usage: python -m tests.helpers.distributed_options aalp:fgsm_rs:0.01 [...]
 """
 import dataclasses
 import json
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from tests.helpers.two_cpus import GLOBAL_BATCH, SPEC  # first: before TensorFlow starts
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
-
-from aalp_tf.data.datasets import DATASETS  # noqa: E402
 from aalp_tf.trainer import build_model  # noqa: E402
 from tests.helpers.tiny import tiny_arrays, tiny_config  # noqa: E402
-
-SPEC = DATASETS.get("mnist")
-GLOBAL_BATCH = 32
 
 
 def make(method, adversary, gamma, strategy):
