@@ -142,9 +142,20 @@ def test_summary_with_one_seed_says_n_a(tmp_path):
     text = report.summary(cfg, cell_files.plan(cfg), records)
     assert "| clean | alp | 1 | 95.00 | n/a | n/a |" in text
     assert "| pgd3 | madry | 1 | -5.00 | n/a | n/a | n/a |" in text
+    assert "| pgd3 | madry | 1 | -5.00 | n/a | n/a | n/a | n/a |" in text  # nor detectable
     assert "t values: none (one seed)." in text
     assert "Evaluation: epsilon 0.3, PGD/CW step 0.01, 1 restart(s), seed 0; clean, pgd3 on " \
            "the first 32 test images." in text
+
+
+def test_summary_gives_the_difference_three_seeds_could_detect(tmp_path):
+    cfg = compare_config(tmp_path, seeds=(0, 1, 2), attacks=("clean", "pgd3"),
+                         attack_examples=())
+    records = [fake_record("alp", s, 0.95, 0.80) for s in range(3)]
+    records += [fake_record("madry", s, 0.95, p) for s, p in enumerate((0.82, 0.825, 0.83))]
+    text = report.summary(cfg, cell_files.plan(cfg), records)
+    # differences 2.0, 2.5, 3.0 points: SD 0.5; at n = 3, 80% power needs 3.264 SDs
+    assert "| pgd3 | madry | 3 | +2.50 | 0.50 | [1.26, 3.74] | yes, above 0 | 1.63 |" in text
 
 
 # ---- the command on tiny data ---------------------------------------------------------------

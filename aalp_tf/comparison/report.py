@@ -87,15 +87,16 @@ def accuracy_table(cfg: CompareConfig, records: List[dict]) -> List[str]:
 
 def difference_table(cfg: CompareConfig, records: List[dict]) -> List[str]:
     """Markdown rows: per attack and method, the difference from the baseline paired by seed."""
-    lines = ["| attack | method | n | mean | SD | 95% CI | excludes 0 |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| attack | method | n | mean | SD | 95% CI | excludes 0 | detectable |",
+             "|---|---|---|---|---|---|---|---|"]
     for attack in cfg.attacks:
         baseline = _by_seed(records, cfg.baseline, attack)
         for method in cfg.methods:
             s = statistics.paired(_by_seed(records, method, attack), baseline)
             if method != cfg.baseline and s is not None:
+                detectable = statistics.detectable_difference(s.sd, s.n)
                 lines.append(f"| {attack} | {method} | {s.n} | {s.mean:+.2f} | {_number(s.sd)} "
-                             f"| {_interval(s)} | {verdict(s)} |")
+                             f"| {_interval(s)} | {verdict(s)} | {_number(detectable)} |")
     return lines
 
 
@@ -151,7 +152,10 @@ def summary(cfg: CompareConfig, plan: List[Cell], records: List[dict]) -> str:
         "paired). Pairing removes what a seed does to both methods alike (data order, initial "
         "weights), so the interval measures the methods' difference alone. \"excludes 0\": the "
         f"interval lies wholly above 0 (better than {cfg.baseline}) or wholly below it "
-        "(worse).", "",
+        "(worse). \"detectable\": the smallest true difference this many seeds would detect "
+        f"(interval excluding 0) {statistics.POWER:.0%} of the time at the SD measured, from "
+        "the noncentral t (statistics.detectable_difference): a difference smaller than it "
+        "can hide in an interval that contains 0.", "",
         *difference_table(cfg, records), "",
         "## Cells", "", *cell_table(cfg, records), ""]
     return "\n".join(lines)

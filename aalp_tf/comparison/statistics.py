@@ -12,9 +12,10 @@ import dataclasses
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 CONFIDENCE = 0.95
+POWER = 0.8  # the usual design target: a real difference of that size is found 4 times in 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,3 +73,25 @@ def paired(values: Dict[int, float], baseline: Dict[int, float],
     """The paired difference against the baseline (None when no seed is shared)."""
     diffs = paired_differences(values, baseline)
     return summarize(diffs, confidence) if diffs else None
+
+
+def detectable_difference(sd: float, n: int, *, power: float = POWER,
+                          confidence: float = CONFIDENCE) -> Optional[float]:
+    """The smallest true mean difference that a paired two-sided t-test on n differences with
+    standard deviation `sd` detects (its interval excludes 0) with probability `power`.
+
+    Exact under normal differences: the t statistic then follows a noncentral t with n - 1
+    degrees of freedom and noncentrality delta·√n / sd, and the power is the chance that |t|
+    exceeds t_{(1 + confidence) / 2, n - 1}. None when n < 2 or sd is 0 (nothing to estimate).
+    """
+    if n < 2 or not sd:
+        return None
+    critical = t_quantile(n, confidence)
+
+    def shortfall(delta):
+        nc = delta * np.sqrt(n) / sd
+        wrong_side = stats.nct.cdf(-critical, n - 1, nc)  # NaN where it underflows
+        return stats.nct.sf(critical, n - 1, nc) + np.nan_to_num(wrong_side) - power
+
+    # Power rises with delta; at a noncentrality of critical + 10 it is 1 to many digits.
+    return float(optimize.brentq(shortfall, 0.0, (critical + 10.0) * sd / np.sqrt(n)))
