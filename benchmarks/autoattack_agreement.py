@@ -4,7 +4,8 @@ the two disagree, and each one's time.
 
     pip install -e ".[crosscheck]"     # torch==2.13.0 and pyautoattack==0.2.0
     python -m benchmarks.autoattack_agreement --model=EXPORT/1 --source_dir=../shared/datasets/mnist \
-        --examples=1000 --epsilon=0.3 --norm=linf --output=benchmarks/autoattack_agreement.json
+        --examples=1000 --epsilon=0.3 --norm=linf --work_dir=../agreement_work \
+        --output=benchmarks/results/autoattack_agreement/linf.json
     python -m benchmarks.autoattack_agreement --quick   # tiny model and budgets (< 1 min)
 
 The official code sees our model through a bridge: a torch.autograd.Function whose forward pass
@@ -12,7 +13,10 @@ and vector-Jacobian product run the SavedModel in TensorFlow (images NCHW on the
 NHWC on ours). Its version is 'standard' with its own settings; only --quick shrinks its step
 and query counts, to ours. The bridge runs the forward pass again in each backward (TF keeps no
 tape between calls), so the official figure's time includes about one extra forward pass per
-gradient: an upper bound on what it would take natively.
+gradient: an upper bound on what it would take natively. Times are given as wall seconds and as CPU
+seconds of this process (user + system, every thread): on a machine shared with other jobs only
+the second is a fair comparison. With --work_dir a finished side is kept and reused by a rerun
+with the same settings.
 
 Ours runs the standard sequence attack by attack on the images the earlier ones left correct,
 as `autoattack.autoattack` does in one graph: with per-example seeds (attacks.example_seeds:
@@ -34,6 +38,7 @@ import tensorflow as tf
 
 from aalp_tf import attacks
 from aalp_tf.evaluation import autoattack
+from aalp_tf.files import write_atomically
 
 SEQUENCE = ("apgd-ce", "apgd-t", "fab-t", "square")
 STANDARD = dict(steps=100, fab_steps=100, queries=5000)
@@ -73,13 +78,25 @@ def predict(logits_fn, x, batch):
                            for i in range(0, len(x), batch)])
 
 
+class Clock:
+    """Wall and CPU seconds (user + system of every thread of this process) since it started:
+    the CPU figure holds on a machine shared with other jobs, where wall time does not."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> dict:
+        return {"wall": time.perf_counter() - self.wall, "cpu": time.process_time() - self.cpu}
+
+
 def run_ours(logits_fn, x, y, fns, *, batch, epsilon, norm):
-    """(robust [N] bool after each attack, seconds of each). A point counts only if a fresh
-    forward pass misclassifies it and it lies in the ball, as the official one is checked."""
+    """(robust [N] bool after each attack, {attack: {"wall", "cpu"} seconds}). A point counts
+    only if a fresh forward pass misclassifies it and it lies in the ball, as the official one
+    is checked."""
     robust = predict(logits_fn, x, batch) == y
     after, seconds = {"clean": robust.copy()}, {}
     for name in SEQUENCE:
-        start = time.perf_counter()
+        clock = Clock()
         left = np.flatnonzero(robust)
         for i in range(0, len(left), batch):
             index = left[i:i + batch]
@@ -87,10 +104,11 @@ def run_ours(logits_fn, x, y, fns, *, batch, epsilon, norm):
             inside = threat_distance(x_adv.numpy() - x[index], norm) <= epsilon * (1 + 1e-4)
             fooled = (np.argmax(logits_fn(x_adv).numpy(), -1) != y[index]) & inside
             robust[index[fooled]] = False
-        seconds[name] = time.perf_counter() - start
+        seconds[name] = clock.read()
         after[name] = robust.copy()
         print(f"ours: robust accuracy after {name}: {100 * robust.mean():.2f}% "
-              f"({seconds[name]:.1f} s)", file=sys.stderr, flush=True)
+              f"({seconds[name]['wall']:.1f} s, {seconds[name]['cpu']:.1f} CPU-s)",
+              file=sys.stderr, flush=True)
     return after, seconds
 
 
@@ -134,21 +152,24 @@ def torch_bridge(logits_fn, shape):
 
 
 class _Lines(logging.Handler):
-    """Collects the official code's 'robust accuracy after X: a% (total time t s)' lines."""
+    """Collects the official code's 'robust accuracy after X: a% (total time t s)' lines:
+    {attack: (robust accuracy, cumulative wall s, cumulative CPU s)}."""
 
-    def __init__(self):
+    def __init__(self, clock):
         super().__init__(logging.DEBUG)
-        self.after = {}
+        self.after, self.clock = {}, clock
 
     def emit(self, record):
         found = re.match(r"robust accuracy after ([\w-]+): ([\d.]+)% \(total time ([\d.]+) s\)",
                          record.getMessage())
         if found:
-            self.after[found[1].lower()] = (float(found[2]) / 100, float(found[3]))
+            self.after[found[1].lower()] = (float(found[2]) / 100, float(found[3]),
+                                            self.clock.read()["cpu"])
 
 
 def run_official(logits_fn, x, y, *, shape, epsilon, norm, seed, batch, budget):
-    """(robust [N] bool at the end, {attack: (robust accuracy after it, cumulative s)}, s)."""
+    """(robust [N] bool at the end, {attack: (robust accuracy after it, cumulative wall s,
+    cumulative CPU s)}, {"wall", "cpu"} seconds in all)."""
     import torch
     from pyautoattack import AutoAttack
 
@@ -157,19 +178,51 @@ def run_official(logits_fn, x, y, *, shape, epsilon, norm, seed, batch, budget):
     if budget != STANDARD:  # --quick only: the official sequence at our shrunk counts
         official.apgd.n_iter = official.apgd_targeted.n_iter = budget["steps"]
         official.fab.n_iter, official.square.n_queries = budget["fab_steps"], budget["queries"]
-    lines = _Lines()
+    clock = Clock()
+    lines = _Lines(clock)
     logger = logging.getLogger("auto-attack")
     logger.addHandler(lines)
     logger.setLevel(logging.DEBUG)
-    start = time.perf_counter()
     x_adv, _ = official.run_standard_evaluation(
         torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y), batch_size=batch)
-    seconds = time.perf_counter() - start
+    seconds = clock.read()
     logger.removeHandler(lines)
     x_adv = x_adv.numpy().transpose(0, 2, 3, 1)
     distance = threat_distance(x_adv - x, norm)
     robust = (predict(logits_fn, x_adv, batch) == y) | (distance > epsilon * (1 + 1e-4))
     return robust, lines.after, seconds
+
+
+def reuse(work_dir, side, key, run):
+    """run()'s result, kept in work_dir/<side>.json and reused while `key` (the settings) is the
+    same; without work_dir, run() every time. Boolean arrays round-trip as lists."""
+    path = pathlib.Path(work_dir) / f"{side}.json" if work_dir else None
+    if path and path.exists():
+        kept = json.loads(path.read_text())
+        if kept["key"] == key:
+            print(f"{side}: reusing {path}", file=sys.stderr, flush=True)
+            return tuple(_from_json(part) for part in kept["result"])
+    result = run()
+    if path:
+        write_atomically(path, json.dumps({"key": key, "result": [_to_json(part) for part in
+                                                                   result]}))
+    return result
+
+
+def _to_json(value):
+    if isinstance(value, np.ndarray):
+        return {"bool_array": value.tolist()}
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    return value
+
+
+def _from_json(value):
+    if isinstance(value, dict):
+        if set(value) == {"bool_array"}:
+            return np.array(value["bool_array"], dtype=bool)
+        return {k: _from_json(v) for k, v in value.items()}
+    return value
 
 
 def threat_distance(delta, norm):
@@ -182,27 +235,30 @@ def threat_distance(delta, norm):
 def report(ours, our_seconds, official, official_after, official_seconds):
     """Markdown tables and the JSON record."""
     n = len(ours["clean"])
-    rows, before, theirs = [], 0.0, float(official.mean())
+    rows, before, theirs = [], (0.0, 0.0), float(official.mean())
     for name in SEQUENCE:
         # the official code logs nothing for attacks it skips once no image is left
-        theirs, at = official_after.get(name, (theirs, before))
+        theirs, *at = official_after.get(name, (theirs, *before))
         rows.append([name, f"{100 * ours[name].mean():.2f}%", f"{100 * theirs:.2f}%",
-                     f"{our_seconds[name]:.1f}", f"{at - before:.1f}"])
+                     f"{our_seconds[name]['wall']:.1f}", f"{our_seconds[name]['cpu']:.1f}",
+                     f"{at[0] - before[0]:.1f}", f"{at[1] - before[1]:.1f}"])
         before = at
     final = ours[SEQUENCE[-1]]
     ours_only = np.flatnonzero(~final & official)  # we broke it, the official code did not
     theirs_only = np.flatnonzero(final & ~official)
-    total = sum(our_seconds.values())
+    total = {k: sum(s[k] for s in our_seconds.values()) for k in ("wall", "cpu")}
     rows.append(["**overall**", f"**{100 * final.mean():.2f}%**",
-                 f"**{100 * official.mean():.2f}%**", f"**{total:.1f}**",
-                 f"**{official_seconds:.1f}**"])
+                 f"**{100 * official.mean():.2f}%**", f"**{total['wall']:.1f}**",
+                 f"**{total['cpu']:.1f}**", f"**{official_seconds['wall']:.1f}**",
+                 f"**{official_seconds['cpu']:.1f}**"])
     harness.table(["attack", "ours: robust accuracy after it", "official", "ours: s",
-                   "official: s"], rows)
+                   "ours: CPU-s", "official: s", "official: CPU-s"], rows)
     gap = 100 * (final.mean() - official.mean())
+    ratio = {k: official_seconds[k] / max(total[k], 1e-9) for k in total}
     print(f"{n} images; clean accuracy {100 * ours['clean'].mean():.2f}%. Ours minus official: "
-          f"{gap:+.2f} points; official time / ours: {official_seconds / max(total, 1e-9):.2f}x."
-          f"\nBroken by ours only: {ours_only.tolist()}\nBroken by the official code only: "
-          f"{theirs_only.tolist()}")
+          f"{gap:+.2f} points; official time / ours: {ratio['wall']:.2f}x wall, "
+          f"{ratio['cpu']:.2f}x CPU.\nBroken by ours only: {ours_only.tolist()}\n"
+          f"Broken by the official code only: {theirs_only.tolist()}")
     return {"examples": n, "clean_accuracy": float(ours["clean"].mean()),
             "ours": {name: float(ours[name].mean()) for name in SEQUENCE},
             "official_after": {name: list(official_after[name]) for name in official_after},
@@ -242,6 +298,9 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=250, help="the official default")
     p.add_argument("--output", help="write the JSON record here")
+    p.add_argument("--work_dir", help="keep each side's finished result here (ours.json, "
+                   "official.json), so that a rerun with the same settings reuses it: the two "
+                   "sides take hours at 1000 images on a CPU")
     args = p.parse_args()
     missing = _official_available()
     if missing:
@@ -267,16 +326,19 @@ def main():
                        f"{args.epsilon}, budgets {budget}")
         fns = our_attacks(logits_fn, shape, epsilon=args.epsilon, norm=args.norm,
                           seed=args.seed, **budget)
-        ours, our_seconds = run_ours(logits_fn, x, y, fns, batch=args.batch_size,
-                                      epsilon=args.epsilon, norm=args.norm)
-        official, official_after, official_seconds = run_official(
-            logits_fn, x, y, shape=shape, epsilon=args.epsilon, norm=args.norm, seed=args.seed,
-            batch=args.batch_size, budget=budget)
+        key = dict(model=str(args.model), examples=len(y), epsilon=args.epsilon,
+                   norm=args.norm, seed=args.seed, budget=budget, quick=args.quick)
+        ours, our_seconds = reuse(args.work_dir, "ours", key, lambda: run_ours(
+            logits_fn, x, y, fns, batch=args.batch_size, epsilon=args.epsilon, norm=args.norm))
+        official, official_after, official_seconds = reuse(
+            args.work_dir, "official", key, lambda: run_official(
+                logits_fn, x, y, shape=shape, epsilon=args.epsilon, norm=args.norm,
+                seed=args.seed, batch=args.batch_size, budget=budget))
         record = report(ours, our_seconds, official, official_after, official_seconds)
     record.update(model=str(args.model), norm=args.norm, epsilon=args.epsilon, budget=budget,
                   command=harness.command(), machine=harness.machine())
     if args.output:
-        pathlib.Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
+        write_atomically(args.output, json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":
