@@ -1,5 +1,6 @@
 """aalp_tf.files: files and folders a kill or an error leaves whole, the clean-up of what killed
-writers leave, and the writable-folder check."""
+writers leave, the writable-folder check and the one line of a full disk."""
+import errno
 import os
 import socket
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import pytest
 
 from aalp_tf import files
+from tests.helpers.full_disk import full_at, temporaries
 
 
 def test_write_atomically_writes_text_and_bytes_with_the_usual_permissions(tmp_path):
@@ -113,3 +115,55 @@ def test_write_once_keeps_the_first_writers_file(tmp_path):
     assert not files.write_once(path, "second")
     assert path.read_text() == "first"
     assert sorted(p.name for p in path.parent.iterdir()) == ["settings.json"]
+
+
+def test_a_write_meeting_a_full_disk_keeps_the_old_file_and_names_itself_and_its_size(tmp_path):
+    path = tmp_path / "out" / "cells" / "alp-seed0.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("old")
+    with full_at("alp-seed0.json"):
+        with pytest.raises(files.NoSpace) as err:
+            files.write_atomically(path, "x" * 5000)
+        assert (err.value.errno, err.value.filename, err.value.needed) == (
+            errno.ENOSPC, str(path), 5000)
+        assert files.disk_full(err.value)
+        with pytest.raises(files.NoSpace):
+            files.write_once(path.with_name("alp-seed0.json"), "new")
+    assert path.read_text() == "old" and temporaries(tmp_path) == []
+
+
+@pytest.mark.parametrize("where,what,expected", [
+    ("out", {}, "the disk of --output_dir {out} is full: cells/alp-seed0.json needs about 4.9 KB "
+                "and 3.0 KB are free; accepted: free space there (or copy the folder to a disk "
+                "with room), then run the same command again to resume"),
+    ("out/cells/alp-seed0.json", {},
+     "the disk of --output_dir {out}/cells/alp-seed0.json is full: the file needs about 4.9 KB "
+     "and 3.0 KB are free; accepted: free space there (or copy the folder to a disk with room), "
+     "then run the same command again to resume"),
+    ("out", {"what": "a checkpoint", "needed": lambda: 3 * 2 ** 20},  # asked after the failure
+     "the disk of --output_dir {out} is full: a checkpoint needs about 3.0 MB and 3.0 KB are "
+     "free; accepted: free space there (or copy the folder to a disk with room), then run the "
+     "same command again to resume"),
+])
+def test_full_disk_refused_is_one_line_naming_the_flag_the_file_and_the_space(tmp_path, where,
+                                                                             what, expected):
+    path = tmp_path / "out" / "cells" / "alp-seed0.json"
+    with full_at("alp-seed0.json"):
+        with pytest.raises(files.DiskFull) as err:
+            with files.full_disk_refused(tmp_path / where, flag="--output_dir",
+                                         then="run the same command again to resume", **what):
+                files.write_atomically(path, "x" * 5000)
+    assert str(err.value) == expected.format(out=tmp_path / "out")
+    assert not path.exists() and temporaries(tmp_path) == []
+
+
+def test_full_disk_refused_lets_other_errors_and_an_inner_blocks_line_through(tmp_path):
+    with pytest.raises(PermissionError):
+        with files.full_disk_refused(tmp_path, flag="--output_dir", then="rerun"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+    with full_at("eval-32.json"):
+        with pytest.raises(files.DiskFull, match=r"^the disk of --runs_dir .*: eval-32\.json "):
+            with files.full_disk_refused(tmp_path, flag="--output_dir", then="rerun"):
+                with files.full_disk_refused(tmp_path / "work", flag="--runs_dir", then="rerun"):
+                    files.write_atomically(tmp_path / "work" / "eval-32.json", "{}")
+

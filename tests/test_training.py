@@ -359,8 +359,8 @@ def test_a_full_disk_is_one_line_and_the_folder_resumes(tmp_path, monkeypatch):
         train(cfg, arrays=ARRAYS, verbose=0)
     assert re.fullmatch(
         rf"the disk of --model_dir {re.escape(str(tmp_path / 'run'))} is full: a checkpoint "
-        r"needs about \d+\.\d MB and \d+\.\d MB are free; accepted: free space there \(or copy "
-        r"the folder to a disk with room\), then run the same command again to resume",
+        r"needs about \d+\.\d [KMG]B and \d+\.\d [KMG]B are free; accepted: free space there "
+        r"\(or copy the folder to a disk with room\), then run the same command again to resume",
         str(err.value)), str(err.value)
     monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
 

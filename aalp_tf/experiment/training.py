@@ -30,7 +30,7 @@ from aalp_tf.config import RunConfig, check_export_epoch
 from aalp_tf.data.readers import ArraySplits
 from aalp_tf.data.datasets import DATASETS, load_arrays, make_data, split_sizes
 from aalp_tf.errors import TrainingDiverged, UsageError
-from aalp_tf.files import (check_writable, disk_full, refuse_full_disk, remove_abandoned,
+from aalp_tf.files import (check_writable, full_disk_refused, remove_abandoned,
                            write_atomically)
 from aalp_tf.runs import EXPORT_METRIC, RunFolder, export_choice
 from aalp_tf.trainer import build_model
@@ -133,29 +133,23 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
         first_epoch = checkpoint.restore_agreed(strategy)
         data = make_data(cfg.data, seed=cfg.train.seed, first_epoch=first_epoch,
                          epochs=cfg.train.epochs, arrays=arrays)
-        try:
+        # A full disk leaves the folder at its last checkpoint. What it needs is a checkpoint's
+        # worth, whichever file of the epoch met it; counted once the optimizer has its slots.
+        with full_disk_refused(run.root, flag="--model_dir", what="a checkpoint",
+                               needed=lambda: _bytes(model.weights + model.optimizer.variables),
+                               then="run the same command again to resume"):
             run.write_config(cfg)
             _fit(model, cfg, run, data, first_epoch, [checkpoint, *callbacks], verbose)
-        except Exception as err:  # a full disk leaves the folder at its last checkpoint
-            if not disk_full(err):
-                raise
-            raise refuse_full_disk(run.root, flag="--model_dir", needed=_bytes(
-                model.weights + model.optimizer.variables), what="a checkpoint",
-                then="run the same command again to resume") from None
         epoch, reason = export_choice(checkpoint.history, cfg.train.export_epoch)
         if epoch != checkpoint.history[-1]["epoch"]:
             run.restore_weights(model, epoch)  # the model of the epoch the run exports
         export_path = None
-        if export_model and chief:
-            try:
+        if export_model and chief:  # an export is written whole or not at all
+            with full_disk_refused(pathlib.Path(cfg.train.export_dir) / cfg.export_name,
+                                   flag="--export_dir", what="the SavedModel",
+                                   needed=_bytes(model.weights),
+                                   then="run the same command again to export"):
                 export_path = _export_once(run, model, cfg, spec, epoch=epoch, reason=reason)
-            except Exception as err:  # an export is written whole or not at all
-                if not disk_full(err):
-                    raise
-                raise refuse_full_disk(
-                    pathlib.Path(cfg.train.export_dir) / cfg.export_name, flag="--export_dir",
-                    needed=_bytes(model.weights), what="the SavedModel",
-                    then="run the same command again to export") from None
     return TrainResult(model=model, history=checkpoint.history, run_dir=run.root,
                        export_path=export_path, export_epoch=epoch, reason=reason)
 
