@@ -16,14 +16,17 @@ before TensorFlow is imported.
   `checkpoint.tmp*`) carry no writer: a finished save never leaves them behind.
 - `check_writable`: a folder refused in one line before any work, rather than after it;
   `full_disk_refused`: a write that ran out of space, reported in one line naming the flag.
+- `write_checksums` / `checksum_mismatch`: a sha256 manifest of files (a checkpoint's), and
+  the check that they still hold what was written.
 """
 import contextlib
 import errno
+import hashlib
 import os
 import pathlib
 import shutil
 import socket
-from typing import Callable, Iterator, List, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 
 from aalp_tf.errors import UsageError
 
@@ -233,3 +236,36 @@ def check_writable(path, *, flag: str, within: bool = False) -> None:
             raise UsageError(f"{flag} {path} is not writable ({folder}: permission denied); "
                              "accepted: a folder this user may write into")
 
+
+def write_checksums(manifest, paths: Iterable) -> None:
+    """Writes the sha256 of each file of `paths` (files beside the manifest) in sha256sum's
+    format, so `sha256sum -c` in that folder checks them too. Atomically: a manifest is whole
+    or absent, never a half list that would pass what it no longer lists."""
+    lines = [f"{_sha256(path)}  {pathlib.Path(path).name}\n" for path in sorted(map(str, paths))]
+    write_atomically(manifest, "".join(lines))
+
+
+def checksum_mismatch(manifest) -> Optional[str]:
+    """Why the files `manifest` lists no longer hold what was written (the first that differs
+    or is missing), or None when every one matches. None without a manifest too: files written
+    before manifests were (or by a writer killed before its manifest) are taken unverified."""
+    manifest = pathlib.Path(manifest)
+    if not manifest.is_file():
+        return None
+    entries = [line.partition("  ")[::2] for line in
+               manifest.read_text(errors="replace").splitlines()]
+    if not entries or any(len(digest) != 64 or not name or "/" in name
+                          for digest, name in entries):
+        return f"checksum mismatch: {manifest.name} is not a list of sha256 sums"
+    for digest, name in entries:
+        path = manifest.parent / name
+        if not path.is_file():
+            return f"checksum mismatch: {name}, listed in {manifest.name}, is missing"
+        if _sha256(path) != digest:
+            return f"checksum mismatch: {name} differs from its sha256 in {manifest.name}"
+    return None
+
+
+def _sha256(path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

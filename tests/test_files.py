@@ -1,6 +1,7 @@
 """aalp_tf.files: files and folders a kill or an error leaves whole, the clean-up of what killed
-writers leave, the writable-folder check and the one line of a full disk."""
+writers leave, the writable-folder check, the one line of a full disk, and checksums."""
 import errno
+import hashlib
 import os
 import socket
 import subprocess
@@ -167,3 +168,26 @@ def test_full_disk_refused_lets_other_errors_and_an_inner_blocks_line_through(tm
                 with files.full_disk_refused(tmp_path / "work", flag="--runs_dir", then="rerun"):
                     files.write_atomically(tmp_path / "work" / "eval-32.json", "{}")
 
+
+def test_checksums_are_sha256sums_lines_and_any_changed_byte_is_named(tmp_path):
+    index, data = tmp_path / "ckpt-2.index", tmp_path / "ckpt-2.data-00000-of-00001"
+    index.write_bytes(b"index")
+    data.write_bytes(bytes(range(256)) * 4)
+    manifest = tmp_path / "ckpt-2.sha256"
+    assert files.checksum_mismatch(manifest) is None  # none written (older code): unverified
+    files.write_checksums(manifest, [index, data])
+    assert manifest.read_text() == (f"{hashlib.sha256(data.read_bytes()).hexdigest()}  "
+                                    f"{data.name}\n{hashlib.sha256(b'index').hexdigest()}  "
+                                    f"{index.name}\n")
+    assert files.checksum_mismatch(manifest) is None
+    flipped = bytearray(data.read_bytes())
+    flipped[512] ^= 0x01  # one bit, same size
+    data.write_bytes(bytes(flipped))
+    assert files.checksum_mismatch(manifest) == (
+        "checksum mismatch: ckpt-2.data-00000-of-00001 differs from its sha256 in ckpt-2.sha256")
+    data.unlink()
+    assert files.checksum_mismatch(manifest) == (
+        "checksum mismatch: ckpt-2.data-00000-of-00001, listed in ckpt-2.sha256, is missing")
+    manifest.write_text("garbage\n")
+    assert files.checksum_mismatch(manifest) == (
+        "checksum mismatch: ckpt-2.sha256 is not a list of sha256 sums")
