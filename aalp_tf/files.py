@@ -201,8 +201,8 @@ def full_disk_refused(folder, *, flag: str, then: str, what: str = "",
         if not disk_full(err):
             raise
         if not what:  # the file that did not fit, as the write named it
-            what, needed = _named(getattr(err, "filename", None), folder), getattr(
-                err, "needed", 0)
+            what = _named(getattr(err, "filename", None), folder)
+            needed = getattr(err, "needed", 0)  # unknown unless write_atomically said (NoSpace)
         raise refuse_full_disk(folder, flag=flag, needed=needed() if callable(needed) else needed,
                                what=what, then=then, elsewhere=elsewhere) from None
 

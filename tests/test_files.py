@@ -158,6 +158,20 @@ def test_full_disk_refused_is_one_line_naming_the_flag_the_file_and_the_space(tm
     assert not path.exists() and temporaries(tmp_path) == []
 
 
+def test_a_full_disk_met_by_another_write_names_the_path_it_failed_on(tmp_path):
+    """A folder or a lock file, say: the size it needed is unknown."""
+    lock = tmp_path / "out" / "work" / "alp-seed0" / "lock"
+    with full_at("nothing of the kind"):  # the disk's free space only
+        with pytest.raises(files.DiskFull) as err:
+            with files.full_disk_refused(tmp_path / "out", flag="--output_dir",
+                                         then="run the same command again to resume"):
+                raise OSError(errno.ENOSPC, "No space left on device", str(lock))
+    assert str(err.value) == (
+        f"the disk of --output_dir {tmp_path / 'out'} is full: work/alp-seed0/lock did not fit "
+        "(3.0 KB free); accepted: free space there (or copy the folder to a disk with room), then "
+        "run the same command again to resume")
+
+
 def test_full_disk_refused_lets_other_errors_and_an_inner_blocks_line_through(tmp_path):
     with pytest.raises(PermissionError):
         with files.full_disk_refused(tmp_path, flag="--output_dir", then="rerun"):
