@@ -433,7 +433,6 @@ def test_each_checkpoint_is_summed_pruned_with_its_sums_and_taken_unverified_wit
     resumes from that checkpoint without a word; --keep_checkpoints prunes sums and checkpoint
     together."""
     import hashlib
-    import re
 
     from aalp_tf.files import DiskFull
     from tests.helpers.full_disk import full_at, temporaries
@@ -443,7 +442,9 @@ def test_each_checkpoint_is_summed_pruned_with_its_sums_and_taken_unverified_wit
         with pytest.raises(DiskFull) as err:
             train(cfg, arrays=ARRAYS, verbose=0, export_model=False)
     assert re.fullmatch(rf"the disk of --model_dir {re.escape(str(tmp_path / 'run'))} is full: "
-                        r"a checkpoint needs about \d+\.\d KB and 3\.0 KB are free; .*",
+                        r"a checkpoint needs about \d+\.\d KB and 3\.0 KB are free; accepted: free "
+                        r"space there \(or copy the folder to a disk with room\), then run the "
+                        r"same command again to resume",
                         str(err.value)), str(err.value)
     assert temporaries(tmp_path) == []
     names = sorted(p.name for p in checkpoints.iterdir())
