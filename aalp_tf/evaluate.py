@@ -11,20 +11,20 @@ PGD/CW step is --step_size, else the paper's for --dataset, else epsilon / 4 (th
 too: evaluation.robustness.step_size_rule). Prints a row like the paper's Table 2 and writes the
 numbers as JSON, with the sanity checks against false robustness (aalp_tf.evaluation.checks;
 --nochecks skips them) beside them; --save_adversarial writes the adversarial images, each
-example's correctness under each attack and the labels.
+example's correctness under each attack and the labels. Each file is written whole or not at
+all; a full disk is one line naming the flag, the file and the space it needed.
 """
 import io
 
 from aalp_tf import cli
 from aalp_tf.cli.configs import eval_config_from_flags
 from aalp_tf.errors import UsageError
+from aalp_tf.files import full_disk_refused, write_atomically
 
 
 def _save_adversarial(path, per_example: dict) -> None:
-    """One .npz, written atomically (a kill leaves no half file)."""
+    """One .npz, written atomically (a kill or a full disk leaves no half file)."""
     import numpy as np
-
-    from aalp_tf.files import write_atomically
 
     arrays = {"labels": per_example["labels"]}
     for name, correct in per_example["correct"].items():
@@ -110,11 +110,21 @@ def main(argv):
     if failed:
         print(f"WARNING: sanity checks failed: {', '.join(failed)} (details above and in the "
               "JSON): these numbers may overstate robustness")
-    if cfg.save_adversarial:
-        _save_adversarial(cfg.save_adversarial, per_example)
-        print(f"wrote {cfg.save_adversarial}")
-    output = suite.write_json(output, record)
+    # The numbers first: the small file survives a disk with no room left for the images.
+    with _room_for(output, "--output_file"):
+        output = suite.write_json(output, record)
     print(f"wrote {output}")
+    if cfg.save_adversarial:
+        with _room_for(cfg.save_adversarial, "--save_adversarial"):
+            _save_adversarial(cfg.save_adversarial, per_example)
+        print(f"wrote {cfg.save_adversarial}")
+
+
+def _room_for(path, flag: str):
+    """A write to `path` that meets a full disk ends in one line naming `flag`: nothing half
+    written is left, and the evaluation is run again once there is room."""
+    return full_disk_refused(path, flag=flag, then="run the command again",
+                             elsewhere=f"a {flag} on a disk with room")
 
 
 if __name__ == "__main__":

@@ -15,15 +15,18 @@ before TensorFlow is imported.
   when several hosts share a folder. TensorFlow's checkpoint temporaries (`ckpt-N_temp/`,
   `checkpoint.tmp*`) carry no writer: a finished save never leaves them behind.
 - `check_writable`: a folder refused in one line before any work, rather than after it;
-  `disk_full` / `refuse_full_disk`: a write that ran out of space, reported in one line.
+  `full_disk_refused`: a write that ran out of space, reported in one line naming the flag.
+- `write_checksums` / `checksum_mismatch`: a sha256 manifest of files (a checkpoint's), and
+  the check that they still hold what was written.
 """
 import contextlib
 import errno
+import hashlib
 import os
 import pathlib
 import shutil
 import socket
-from typing import Iterator, List, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 
 from aalp_tf.errors import UsageError
 
@@ -35,14 +38,37 @@ def temporary_path(path: pathlib.Path) -> pathlib.Path:
     return path.with_name(f".{path.name}{_TEMPORARY}{socket.gethostname()}-{os.getpid()}")
 
 
+class NoSpace(OSError):
+    """A file that did not fit on its disk (ENOSPC): `filename` is the file, `needed` its size,
+    so the one line of `full_disk_refused` can say which file and how much."""
+
+    def __init__(self, path, needed: int):
+        super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        self.needed = needed
+
+
+def _write_temporary(path: pathlib.Path, content: Union[str, bytes]) -> pathlib.Path:
+    """Writes `content` to the temporary of `path` (its folder made first); a failure leaves
+    no temporary, and a full disk says which file needed how much (NoSpace)."""
+    data = content.encode() if isinstance(content, str) else content
+    tmp = temporary_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if disk_full(err):
+            raise NoSpace(path, len(data)) from err
+        raise
+    return tmp
+
+
 def write_atomically(path, content: Union[str, bytes]) -> None:
     """Writes through a temporary file in the same folder and a rename, so readers never see
     half a file. The file gets the usual permissions (those of open() under the umask)."""
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
+    tmp = _write_temporary(path, content)
     try:
-        tmp.write_bytes(content.encode() if isinstance(content, str) else content)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -53,9 +79,7 @@ def write_once(path, content: Union[str, bytes]) -> bool:
     """Creates the file whole unless it exists, even against a writer racing this one: a hard
     link of the temporary cannot replace a file. Returns whether this call created it."""
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    tmp.write_bytes(content.encode() if isinstance(content, str) else content)
+    tmp = _write_temporary(path, content)
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -137,17 +161,60 @@ def disk_full(err: BaseException) -> bool:
     return type(err).__name__ == "ResourceExhaustedError" and "space" in str(err).lower()
 
 
-def refuse_full_disk(folder, *, flag: str, needed: int, what: str, then: str) -> DiskFull:
-    """The one line of a full disk: the folder, what the write needed, what is free, and how
-    to go on."""
+def _size(count: int) -> str:
+    """Bytes in the unit that reads best: 2.1 KB, 35.0 MB, 1.2 GB."""
+    for unit in ("KB", "MB", "GB"):
+        count /= 1024
+        if count < 1024 or unit == "GB":
+            return f"{count:.1f} {unit}"
+
+
+def refuse_full_disk(folder, *, flag: str, needed: int, what: str, then: str,
+                     elsewhere: str = "copy the folder to a disk with room") -> DiskFull:
+    """The one line of a full disk: the flag and its folder (or file), what the write needed,
+    what is free, and how to go on."""
     folder = pathlib.Path(folder)
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    free = shutil.disk_usage(existing).free
-    return DiskFull(f"the disk of {flag} {folder} is full: {what} needs about "
-                    f"{needed / 2 ** 20:.1f} MB and {free / 2 ** 20:.1f} MB are free; accepted: "
-                    f"free space there (or copy the folder to a disk with room), then {then}")
+    free = _size(shutil.disk_usage(existing).free)
+    need = f"needs about {_size(needed)} and {free} are free" if needed else \
+        f"did not fit ({free} free)"
+    return DiskFull(f"the disk of {flag} {folder} is full: {what} {need}; accepted: free space "
+                    f"there (or {elsewhere}), then {then}")
+
+
+@contextlib.contextmanager
+def full_disk_refused(folder, *, flag: str, then: str, what: str = "",
+                      needed: Union[int, Callable[[], int]] = 0,
+                      elsewhere: str = "copy the folder to a disk with room") -> Iterator[None]:
+    """Turns a write in the block that runs out of space into the one line of a DiskFull.
+
+    The line names `flag` and its `folder` (or file), and what did not fit: `what` and
+    `needed` (bytes, or a function giving them, asked once the write failed), or else the file
+    write_atomically / write_once could not write and its size. A DiskFull raised inside (a
+    nested block's) passes through as it is.
+    """
+    try:
+        yield
+    except Exception as err:
+        if not disk_full(err):
+            raise
+        if not what:  # the file that did not fit, as the write named it
+            what = _named(getattr(err, "filename", None), folder)
+            needed = getattr(err, "needed", 0)  # unknown unless write_atomically said (NoSpace)
+        raise refuse_full_disk(folder, flag=flag, needed=needed() if callable(needed) else needed,
+                               what=what, then=then, elsewhere=elsewhere) from None
+
+
+def _named(path, folder) -> str:
+    """`path` as the line names it: relative to the flag's folder when inside it."""
+    if path is None:
+        return "a write"
+    path, folder = pathlib.Path(path), pathlib.Path(folder)
+    if path == folder:
+        return "the file"
+    return str(path.relative_to(folder)) if path.is_relative_to(folder) else str(path)
 
 
 def check_writable(path, *, flag: str, within: bool = False) -> None:
@@ -168,3 +235,37 @@ def check_writable(path, *, flag: str, within: bool = False) -> None:
         if not os.access(folder, os.W_OK | os.X_OK):
             raise UsageError(f"{flag} {path} is not writable ({folder}: permission denied); "
                              "accepted: a folder this user may write into")
+
+
+def write_checksums(manifest, paths: Iterable) -> None:
+    """Writes the sha256 of each file of `paths` (files beside the manifest) in sha256sum's
+    format, so `sha256sum -c` in that folder checks them too. Atomically: a manifest is whole
+    or absent, never a half list that would pass what it no longer lists."""
+    lines = [f"{_sha256(path)}  {pathlib.Path(path).name}\n" for path in sorted(map(str, paths))]
+    write_atomically(manifest, "".join(lines))
+
+
+def checksum_mismatch(manifest) -> Optional[str]:
+    """Why the files `manifest` lists no longer hold what was written (the first that differs
+    or is missing), or None when every one matches. None without a manifest too: files written
+    before manifests were (or by a writer killed before its manifest) are taken unverified."""
+    manifest = pathlib.Path(manifest)
+    if not manifest.is_file():
+        return None
+    entries = [line.partition("  ")[::2] for line in
+               manifest.read_text(errors="replace").splitlines()]
+    if not entries or any(len(digest) != 64 or not name or "/" in name
+                          for digest, name in entries):
+        return f"checksum mismatch: {manifest.name} is not a list of sha256 sums"
+    for digest, name in entries:
+        path = manifest.parent / name
+        if not path.is_file():
+            return f"checksum mismatch: {name}, listed in {manifest.name}, is missing"
+        if _sha256(path) != digest:
+            return f"checksum mismatch: {name} differs from its sha256 in {manifest.name}"
+    return None
+
+
+def _sha256(path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

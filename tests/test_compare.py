@@ -24,6 +24,7 @@ from aalp_tf.methods import METHODS
 from tests.helpers import commands
 from tests.helpers.commands import Subprocesses, assert_one_line_error, command
 from tests.helpers.dataset_files import write_mnist_files
+from tests.helpers.full_disk import full_at, temporaries
 from tests.helpers.tiny import tiny_arrays, tiny_config
 
 # ---- config and settings --------------------------------------------------------------------
@@ -422,3 +423,52 @@ def test_a_bad_command_exits_with_status_2_in_its_own_process(tmp_path):
     assert_one_line_error(result, "error: --seeds must be integers >= 0, comma-separated (e.g. "
                                   "0,1,2); received: 0,one")
     assert not (tmp_path / "out").exists()
+
+
+
+# ---- a full disk (issue 21) -----------------------------------------------------------------
+
+
+def test_a_full_disk_at_any_file_of_the_study_is_one_line_and_the_rerun_counts_each_cell_once(
+        tmp_path, monkeypatch, capsys):
+    """Two one-epoch cells, in this process. The disk fills at settings.json, then at the first
+    cell's evaluation, the second cell's record, the summary: each time one line naming the
+    flag, the file and the space, exit status 2 and no half file; the same command then goes
+    on from there, and the study ends with each cell trained once and counted once."""
+    write_mnist_files(tmp_path / "mnist", splits=tiny_arrays(192, 32))
+    out, work = tmp_path / "out", tmp_path / "out" / "work"
+    args = [f"--source_dir={tmp_path / 'mnist'}", "--dataset=mnist", "--train_examples=64",
+            "--val_examples=32", "--batch_size=64", "--width=4", "--learning_rate=1e-3",
+            "--epochs=1", "--methods=natural", "--seeds=0,1", "--attacks=clean",
+            "--test_examples=32", "--nochecks", f"--out={out}"]
+    printed = []
+    for flag, folder, file in (("--output_dir", out, "settings.json"),
+                               ("--runs_dir", work, "natural-seed0/eval-32.json"),
+                               ("--output_dir", out, "cells/natural-seed1.json"),
+                               ("--output_dir", out, "summary.md")):
+        with full_at(pathlib.Path(file).name):
+            full = in_process(args, monkeypatch, capsys)
+        assert_one_line_error(full, f"error: the disk of {flag} {folder} is full: ")
+        assert re.fullmatch(
+            re.escape(f"error: the disk of {flag} {folder} is full: {file} needs about ")
+            + r"\d+\.\d KB" + re.escape(" and 3.0 KB are free; accepted: free space there (or "
+                                        "copy the folder to a disk with room), then run the same "
+                                        "command again to resume"),
+            full.stderr.splitlines()[-1]), full.stderr
+        assert not (folder / file).exists() and temporaries(tmp_path) == [], file
+        printed.append(full.stdout)
+
+    done = in_process(args, monkeypatch, capsys)
+    assert done.returncode == 0, done.stderr
+    for name in ("natural-seed0", "natural-seed1"):
+        assert f"{name} already finished ({out / 'cells' / name}.json): skipped" in done.stdout
+    assert "2 of 2 cells finished; wrote " in done.stdout
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["cell"] for r in records] == ["natural-seed0", "natural-seed1"]
+    assert [[e["epoch"] for e in r["epochs"]] for r in records] == [[1], [1]]
+    assert "Finished cells: 2 of 2." in (out / "summary.md").read_text()
+    # Each cell trained and exported once; the reruns adopted its run and its evaluation.
+    assert "".join(printed).count("exported SavedModel: ") == 2
+    for name in ("natural-seed0", "natural-seed1"):
+        assert sorted(p.name for p in (work / name / "export" / "model").iterdir()) == ["1"]
+    assert f"natural-seed1: reusing {work / 'natural-seed1' / 'eval-32.json'}" in printed[-1]

@@ -1,5 +1,7 @@
 """aalp_tf.files: files and folders a kill or an error leaves whole, the clean-up of what killed
-writers leave, and the writable-folder check."""
+writers leave, the writable-folder check, the one line of a full disk, and checksums."""
+import errno
+import hashlib
 import os
 import socket
 import subprocess
@@ -8,6 +10,7 @@ import sys
 import pytest
 
 from aalp_tf import files
+from tests.helpers.full_disk import full_at, temporaries
 
 
 def test_write_atomically_writes_text_and_bytes_with_the_usual_permissions(tmp_path):
@@ -113,3 +116,92 @@ def test_write_once_keeps_the_first_writers_file(tmp_path):
     assert not files.write_once(path, "second")
     assert path.read_text() == "first"
     assert sorted(p.name for p in path.parent.iterdir()) == ["settings.json"]
+
+
+def test_a_write_meeting_a_full_disk_keeps_the_old_file_and_names_itself_and_its_size(tmp_path):
+    path = tmp_path / "out" / "cells" / "alp-seed0.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("old")
+    with full_at("alp-seed0.json"):
+        with pytest.raises(files.NoSpace) as err:
+            files.write_atomically(path, "x" * 5000)
+        assert (err.value.errno, err.value.filename, err.value.needed) == (
+            errno.ENOSPC, str(path), 5000)
+        assert files.disk_full(err.value)
+        with pytest.raises(files.NoSpace):
+            files.write_once(path.with_name("alp-seed0.json"), "new")
+    assert path.read_text() == "old" and temporaries(tmp_path) == []
+
+
+@pytest.mark.parametrize("where,what,expected", [
+    ("out", {}, "the disk of --output_dir {out} is full: cells/alp-seed0.json needs about 4.9 KB "
+                "and 3.0 KB are free; accepted: free space there (or copy the folder to a disk "
+                "with room), then run the same command again to resume"),
+    ("out/cells/alp-seed0.json", {},
+     "the disk of --output_dir {out}/cells/alp-seed0.json is full: the file needs about 4.9 KB "
+     "and 3.0 KB are free; accepted: free space there (or copy the folder to a disk with room), "
+     "then run the same command again to resume"),
+    ("out", {"what": "a checkpoint", "needed": lambda: 3 * 2 ** 20},  # asked after the failure
+     "the disk of --output_dir {out} is full: a checkpoint needs about 3.0 MB and 3.0 KB are "
+     "free; accepted: free space there (or copy the folder to a disk with room), then run the "
+     "same command again to resume"),
+])
+def test_full_disk_refused_is_one_line_naming_the_flag_the_file_and_the_space(tmp_path, where,
+                                                                             what, expected):
+    path = tmp_path / "out" / "cells" / "alp-seed0.json"
+    with full_at("alp-seed0.json"):
+        with pytest.raises(files.DiskFull) as err:
+            with files.full_disk_refused(tmp_path / where, flag="--output_dir",
+                                         then="run the same command again to resume", **what):
+                files.write_atomically(path, "x" * 5000)
+    assert str(err.value) == expected.format(out=tmp_path / "out")
+    assert not path.exists() and temporaries(tmp_path) == []
+
+
+def test_a_full_disk_met_by_another_write_names_the_path_it_failed_on(tmp_path):
+    """A folder or a lock file, say: the size it needed is unknown."""
+    lock = tmp_path / "out" / "work" / "alp-seed0" / "lock"
+    with full_at("nothing of the kind"):  # the disk's free space only
+        with pytest.raises(files.DiskFull) as err:
+            with files.full_disk_refused(tmp_path / "out", flag="--output_dir",
+                                         then="run the same command again to resume"):
+                raise OSError(errno.ENOSPC, "No space left on device", str(lock))
+    assert str(err.value) == (
+        f"the disk of --output_dir {tmp_path / 'out'} is full: work/alp-seed0/lock did not fit "
+        "(3.0 KB free); accepted: free space there (or copy the folder to a disk with room), then "
+        "run the same command again to resume")
+
+
+def test_full_disk_refused_lets_other_errors_and_an_inner_blocks_line_through(tmp_path):
+    with pytest.raises(PermissionError):
+        with files.full_disk_refused(tmp_path, flag="--output_dir", then="rerun"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+    with full_at("eval-32.json"):
+        with pytest.raises(files.DiskFull, match=r"^the disk of --runs_dir .*: eval-32\.json "):
+            with files.full_disk_refused(tmp_path, flag="--output_dir", then="rerun"):
+                with files.full_disk_refused(tmp_path / "work", flag="--runs_dir", then="rerun"):
+                    files.write_atomically(tmp_path / "work" / "eval-32.json", "{}")
+
+
+def test_checksums_are_sha256sums_lines_and_any_changed_byte_is_named(tmp_path):
+    index, data = tmp_path / "ckpt-2.index", tmp_path / "ckpt-2.data-00000-of-00001"
+    index.write_bytes(b"index")
+    data.write_bytes(bytes(range(256)) * 4)
+    manifest = tmp_path / "ckpt-2.sha256"
+    assert files.checksum_mismatch(manifest) is None  # none written (older code): unverified
+    files.write_checksums(manifest, [index, data])
+    assert manifest.read_text() == (f"{hashlib.sha256(data.read_bytes()).hexdigest()}  "
+                                    f"{data.name}\n{hashlib.sha256(b'index').hexdigest()}  "
+                                    f"{index.name}\n")
+    assert files.checksum_mismatch(manifest) is None
+    flipped = bytearray(data.read_bytes())
+    flipped[512] ^= 0x01  # one bit, same size
+    data.write_bytes(bytes(flipped))
+    assert files.checksum_mismatch(manifest) == (
+        "checksum mismatch: ckpt-2.data-00000-of-00001 differs from its sha256 in ckpt-2.sha256")
+    data.unlink()
+    assert files.checksum_mismatch(manifest) == (
+        "checksum mismatch: ckpt-2.data-00000-of-00001, listed in ckpt-2.sha256, is missing")
+    manifest.write_text("garbage\n")
+    assert files.checksum_mismatch(manifest) == (
+        "checksum mismatch: ckpt-2.sha256 is not a list of sha256 sums")

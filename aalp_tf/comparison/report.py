@@ -204,5 +204,4 @@ def figure(cfg: CompareConfig, records: List[dict]) -> Figure:
 def _write_png(path: pathlib.Path, fig: Figure) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, buffer.getvalue())
+    write_atomically(path, buffer.getvalue())  # it makes the folder

@@ -26,7 +26,9 @@ from aalp_tf.data.datasets import DATASETS, evaluation_batches, load_arrays, mak
 from aalp_tf.errors import UsageError
 from aalp_tf.evaluation import loading, robustness, suite
 from aalp_tf.experiment import training
-from aalp_tf.files import write_atomically
+from aalp_tf.files import full_disk_refused, write_atomically
+
+RERUN = "run the same command again to resume"  # what a full disk leaves: every file whole
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +124,7 @@ def run_cell(cfg: CompareConfig, study: Study, cell: Cell, plan: List[Cell], *,
         "seconds": {"train": round(trained - start, 1), "evaluate": round(done - trained, 1),
                     "total": round(done - start, 1)},
         "code": code}
-    write_atomically(cell_files.record_path(cfg, cell),
-                                json.dumps(record, indent=1) + "\n")
+    write_atomically(cell_files.record_path(cfg, cell), json.dumps(record, indent=1) + "\n")
     remaining = len(plan) - len(cell_files.finished(cfg, plan))
     print(progress_line(record, remaining), flush=True)
     return record
@@ -146,7 +147,8 @@ def evaluate_cell(cfg: CompareConfig, study: Study, cell: Cell, run_cfg, export:
             if logits is None:
                 logits = loading.load_logits(str(export))
             record = evaluate_group(cfg, run_cfg, logits, export, names, count, with_checks)
-            write_atomically(path, json.dumps(record, indent=2) + "\n")
+            with full_disk_refused(cfg.work_dir, flag="--runs_dir", then=RERUN):
+                write_atomically(path, json.dumps(record, indent=2) + "\n")
         for name in names:
             accuracy[name] = record["accuracy"][name]
             examples[name] = record["examples"]

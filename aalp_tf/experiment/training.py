@@ -9,8 +9,10 @@ which analysis and serving read too.
 
 A checkpoint is written before the history that names its epoch, and both are replaced
 atomically, so a kill at any moment (kill -9 included) leaves the folder at the last completed
-epoch. The data order and every random start are functions of (seed, epoch, step), so a resumed
-run computes what an uninterrupted one would have.
+epoch. Each checkpoint's files are then summed (ckpt-N.sha256), so one whose bytes changed on
+disk is skipped on resume like one that no longer reads. The data order and every random start
+are functions of (seed, epoch, step), so a resumed run computes what an uninterrupted one would
+have.
 """
 import dataclasses
 import json
@@ -30,9 +32,9 @@ from aalp_tf.config import RunConfig, check_export_epoch
 from aalp_tf.data.readers import ArraySplits
 from aalp_tf.data.datasets import DATASETS, load_arrays, make_data, split_sizes
 from aalp_tf.errors import TrainingDiverged, UsageError
-from aalp_tf.files import (check_writable, disk_full, refuse_full_disk, remove_abandoned,
-                           write_atomically)
-from aalp_tf.runs import EXPORT_METRIC, RunFolder, export_choice
+from aalp_tf.files import (check_writable, checksum_mismatch, full_disk_refused,
+                           remove_abandoned, write_atomically, write_checksums)
+from aalp_tf.runs import EXPORT_METRIC, RunFolder, checksums, export_choice
 from aalp_tf.trainer import build_model
 
 
@@ -133,29 +135,23 @@ def train(cfg: RunConfig, *, arrays: Optional[ArraySplits] = None, callbacks=(),
         first_epoch = checkpoint.restore_agreed(strategy)
         data = make_data(cfg.data, seed=cfg.train.seed, first_epoch=first_epoch,
                          epochs=cfg.train.epochs, arrays=arrays)
-        try:
+        # A full disk leaves the folder at its last checkpoint. What it needs is a checkpoint's
+        # worth, whichever file of the epoch met it; counted once the optimizer has its slots.
+        with full_disk_refused(run.root, flag="--model_dir", what="a checkpoint",
+                               needed=lambda: _bytes(model.weights + model.optimizer.variables),
+                               then="run the same command again to resume"):
             run.write_config(cfg)
             _fit(model, cfg, run, data, first_epoch, [checkpoint, *callbacks], verbose)
-        except Exception as err:  # a full disk leaves the folder at its last checkpoint
-            if not disk_full(err):
-                raise
-            raise refuse_full_disk(run.root, flag="--model_dir", needed=_bytes(
-                model.weights + model.optimizer.variables), what="a checkpoint",
-                then="run the same command again to resume") from None
         epoch, reason = export_choice(checkpoint.history, cfg.train.export_epoch)
         if epoch != checkpoint.history[-1]["epoch"]:
             run.restore_weights(model, epoch)  # the model of the epoch the run exports
         export_path = None
-        if export_model and chief:
-            try:
+        if export_model and chief:  # an export is written whole or not at all
+            with full_disk_refused(pathlib.Path(cfg.train.export_dir) / cfg.export_name,
+                                   flag="--export_dir", what="the SavedModel",
+                                   needed=_bytes(model.weights),
+                                   then="run the same command again to export"):
                 export_path = _export_once(run, model, cfg, spec, epoch=epoch, reason=reason)
-            except Exception as err:  # an export is written whole or not at all
-                if not disk_full(err):
-                    raise
-                raise refuse_full_disk(
-                    pathlib.Path(cfg.train.export_dir) / cfg.export_name, flag="--export_dir",
-                    needed=_bytes(model.weights), what="the SavedModel",
-                    then="run the same command again to export") from None
     return TrainResult(model=model, history=checkpoint.history, run_dir=run.root,
                        export_path=export_path, export_epoch=epoch, reason=reason)
 
@@ -213,12 +209,17 @@ def _export_once(run: RunFolder, model, cfg: RunConfig, spec, *, epoch: int,
 # ---- the callbacks that write the run folder ------------------------------------------------
 
 
+def checkpoint_files(prefix: str) -> List[str]:
+    """The files of checkpoint `prefix`: its index, then its data shards."""
+    return [prefix + ".index", *sorted(tf.io.gfile.glob(prefix + ".data-*"))]
+
+
 def delete_checkpoint(prefix: str) -> None:
-    """Removes one checkpoint's files, the index first: a kill midway leaves data files that
-    nothing reads, never an index without its data."""
-    tf.io.gfile.remove(prefix + ".index")
-    for path in tf.io.gfile.glob(prefix + ".data-*"):
+    """Removes one checkpoint's files, the index first, its manifest last: a kill midway leaves
+    files that nothing reads, never an index without its data."""
+    for path in checkpoint_files(prefix):
         tf.io.gfile.remove(path)
+    checksums(prefix).unlink(missing_ok=True)
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -264,29 +265,40 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if self.run.read_history() != self.history:
             write_atomically(self.run.history_path, json.dumps(self.history, indent=1))
 
+    def _save(self, number: int) -> None:
+        """Saves checkpoint `number`, then the sha256 of its complete files beside it. A kill
+        between the two leaves a checkpoint without a manifest, which `restore` takes
+        unverified, as it takes one written before manifests were."""
+        prefix = self.manager.save(checkpoint_number=number)
+        write_checksums(checksums(prefix), checkpoint_files(prefix))
+
     def restore(self) -> int:
         """Loads the newest checkpoint that reads back, if any; returns its epoch.
 
         First removes what a kill during a save left behind; then skips, saying so in one line
-        each, checkpoints that do not read back (a truncated file, a bad disk block): their
-        epochs are trained again. history.json is brought in line with the checkpoint loaded.
+        each, checkpoints whose files differ from their manifest (a flipped bit, which TF might
+        restore without an error) or that do not read back (a truncated file, a bad disk
+        block): their epochs are trained again. history.json is brought in line with the
+        checkpoint loaded. A checkpoint without a manifest is loaded without a word.
         """
         remove_abandoned(self.run.root)
         remove_abandoned(self.run.checkpoints)
         kept = self.run.epoch_checkpoints()
         damaged = []
         for epoch in sorted(kept, reverse=True):
-            try:
-                done = self._load(kept[epoch])
-            except (tf.errors.OpError, IndexError, ValueError) as err:
-                reason = (str(err).strip().splitlines() or [""])[0][:200]
-                damaged.append(f"ckpt-{epoch} ({type(err).__name__}: {reason})")
-                print(f"skipping {kept[epoch]}: it does not read back ({type(err).__name__}: "
-                      f"{reason}); epochs after the next older checkpoint are trained again",
-                      flush=True)
-                continue
-            self._write_history()
-            return done
+            reason = checksum_mismatch(checksums(kept[epoch]))
+            if reason is None:
+                try:
+                    done = self._load(kept[epoch])
+                except (tf.errors.OpError, IndexError, ValueError) as err:
+                    first = (str(err).strip().splitlines() or [""])[0][:200]
+                    reason = f"{type(err).__name__}: {first}"
+                else:
+                    self._write_history()
+                    return done
+            damaged.append(f"ckpt-{epoch} ({reason})")
+            print(f"skipping {kept[epoch]}: it does not read back ({reason}); epochs after the "
+                  "next older checkpoint are trained again", flush=True)
         if damaged:
             raise UsageError(f"{self.run.checkpoints} holds no checkpoint that reads back ("
                              f"{'; '.join(damaged[:3])}); accepted: a new --model_dir, or this "
@@ -301,7 +313,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         """
         done = self.restore()
         if distribution.is_multi_worker(strategy) and not self.manager.latest_checkpoint:
-            self.manager.save(checkpoint_number=0)
+            self._save(0)
         agreed = distribution.agree_on_epoch(strategy, done)
         if agreed != done:
             path = f"{self.manager.directory}/ckpt-{agreed}"
@@ -320,7 +332,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.history.append(entry)
         self.epoch.assign(epoch + 1)
         self.history_json.assign(json.dumps(self.history))
-        self.manager.save(checkpoint_number=epoch + 1)  # epoch and history commit here
+        self._save(epoch + 1)  # epoch and history commit here
         write_atomically(self.run.history_path, json.dumps(self.history, indent=1))
         self.prune()  # after the history: a kill before it leaves one checkpoint too many
 

@@ -6,7 +6,7 @@ Layout of `--model_dir`:
     config.json        the resolved RunConfig (written once, of config.FORMAT; a rerun must match)
     checkpoints/       tf.train checkpoints of model + optimizer + epoch + history, one per
                        epoch: the last --keep_checkpoints, and the epoch --export_epoch=best
-                       exports
+                       exports; beside each ckpt-N, ckpt-N.sha256 (its files' sha256)
     history.json       one entry of logged metrics per completed epoch (a copy of the newest
                        checkpoint's)
     logs/              TensorBoard event files
@@ -34,7 +34,7 @@ from aalp_tf import overfitting
 from aalp_tf.config import FORMAT, RunConfig, differences
 from aalp_tf.data.datasets import DATASETS
 from aalp_tf.errors import UsageError
-from aalp_tf.files import write_atomically
+from aalp_tf.files import checksum_mismatch, write_atomically
 from aalp_tf.trainer import build_model
 
 # Fields that may change between a run and its continuation: more epochs, other file locations.
@@ -118,6 +118,11 @@ class RunFolder:
         if epoch not in kept:
             raise UsageError(f"--epoch={epoch}: {self.checkpoints} keeps no checkpoint of "
                              f"that epoch; accepted: one of {sorted(kept)}")
+        mismatch = checksum_mismatch(checksums(kept[epoch]))
+        if mismatch:  # a flipped bit would restore without an error, and be exported
+            raise UsageError(f"{kept[epoch]} no longer holds what was saved ({mismatch}); "
+                             f"accepted: another epoch of {sorted(kept)}, or the run trained "
+                             "again in a new --model_dir")
         tf.train.Checkpoint(model=model).restore(kept[epoch]).expect_partial(
             ).assert_existing_objects_matched()
         return epoch
@@ -165,6 +170,12 @@ class RunFolder:
         if not self.export_record.exists():
             return None
         return json.loads(self.export_record.read_text())
+
+
+def checksums(prefix: str) -> pathlib.Path:
+    """The manifest beside checkpoint `prefix`: the sha256 of its index and data files, written
+    once they are complete (files.write_checksums)."""
+    return pathlib.Path(prefix + ".sha256")
 
 
 def _holder(handle) -> str:
