@@ -409,8 +409,9 @@ def test_a_flipped_bit_in_the_newest_checkpoint_fails_its_checksum_and_the_run_r
     with pytest.raises(UsageError) as err:
         model_from_run(tmp_path / "run", epoch=2)
     assert str(err.value) == (f"{checkpoints / 'ckpt-2'} no longer holds what was saved "
-                              f"({mismatch}); accepted: another epoch of [1, 2], or the run "
-                              "trained again in a new --model_dir")
+                              f"({mismatch}); accepted: another epoch of [1, 2] (export --epoch=N; "
+                              "train --export_epoch=last exports the last), or the run trained "
+                              "again in a new --model_dir")
     capsys.readouterr()
     resumed = train(cfg.replace(train=dataclasses.replace(cfg.train, epochs=3)), arrays=ARRAYS,
                     verbose=0)

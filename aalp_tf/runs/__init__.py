@@ -121,8 +121,9 @@ class RunFolder:
         mismatch = checksum_mismatch(checksums(kept[epoch]))
         if mismatch:  # a flipped bit would restore without an error, and be exported
             raise UsageError(f"{kept[epoch]} no longer holds what was saved ({mismatch}); "
-                             f"accepted: another epoch of {sorted(kept)}, or the run trained "
-                             "again in a new --model_dir")
+                             f"accepted: another epoch of {sorted(kept)} (export --epoch=N; train "
+                             "--export_epoch=last exports the last), or the run trained again "
+                             "in a new --model_dir")
         tf.train.Checkpoint(model=model).restore(kept[epoch]).expect_partial(
             ).assert_existing_objects_matched()
         return epoch
