@@ -439,26 +439,6 @@ def test_kill_9_mid_run_then_the_same_command_finishes_at_the_right_epoch(tmp_pa
     assert [h["epoch"] for h in json.loads(history.read_text())] == [1, 2, 3]
 
 
-@pytest.mark.slow  # ~30 s on 2 shared cores; test_api covers the method in-process
-def test_a_method_of_your_own_trains_from_the_command_line(tmp_path, mnist_dir):
-    """The README's MART, imported with --imports: `import aalp_tf` inside a command."""
-    from tests.helpers.readme import python_blocks
-    (code,) = python_blocks("### Your own method")
-    (tmp_path / "my_methods.py").write_text(code)
-    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{tmp_path}", TF_CPP_MIN_LOG_LEVEL="3")
-    trained = subprocess.run(
-        [sys.executable, "-m", "aalp_tf.train", "--dataset=mnist", "--imports=my_methods",
-         "--method=mart", "--alpha=6", f"--source_dir={mnist_dir}", "--epochs=1", *TINY_RUN],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert trained.returncode == 0, trained.stderr
-    assert "exported SavedModel: saved_models/mnist_mart/1 " in trained.stdout
-    config = json.loads((tmp_path / "runs/mnist_mart/config.json").read_text())
-    assert config["method"] == {"name": "mart", "alpha": 6.0, "trades_beta": 6.0,
-                                "guided_dropout": False}
-    history = json.loads((tmp_path / "runs/mnist_mart/history.json").read_text())
-    assert {"bce", "kl", "val_robust_accuracy"} <= set(history[0])
-
-
 def test_evaluate_a_foreign_keras_export_on_the_users_arrays(tmp_path, monkeypatch, capsys):
     import keras
     import numpy as np
