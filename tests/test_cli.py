@@ -479,3 +479,40 @@ def test_evaluate_a_foreign_keras_export_on_the_users_arrays(tmp_path, monkeypat
         assert_one_line_error(bad, start)
         assert "3 logits" in bad.stderr or "y10" not in args[-1]
         assert "uint8" in bad.stderr or "x8" not in args[0]
+
+
+def test_evaluate_takes_the_signature_keys_it_cannot_infer(tmp_path, monkeypatch, capsys):
+    """A signature with two outputs: --output_key names the logits (evaluation.loading infers
+    the keys when there is one of each: tests/test_loading.py)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from aalp_tf import evaluate
+
+    module = tf.Module()
+    module.weights = tf.Variable(np.random.default_rng(0).normal(size=(36, 3)), dtype=tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6, 6, 1])])
+    def serve(pixels):
+        logits = tf.reshape(pixels, [-1, 36]) @ module.weights
+        return {"scores": logits, "probabilities": tf.nn.softmax(logits)}
+
+    tf.saved_model.save(module, str(tmp_path / "two_outputs"), signatures={"serving_default": serve})
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "data.npz", images=rng.uniform(size=(8, 6, 6, 1)).astype("float32"),
+             labels=rng.integers(0, 3, 8))
+    common = [f"--model={tmp_path / 'two_outputs'}", f"--data={tmp_path / 'data.npz'}",
+              "--epsilon=0.1", "--attacks=clean,fgsm", "--nochecks",
+              f"--output_file={tmp_path / 'out.json'}"]
+    bad = in_process(evaluate.main, "evaluate", common, monkeypatch, capsys)
+    assert_one_line_error(bad, f"error: --model {tmp_path / 'two_outputs'}: serving_default has "
+                               "outputs ['probabilities', 'scores']")
+    assert "accepted: --output_key one of" in bad.stderr
+    keyed = in_process(evaluate.main, "evaluate", [*common, "--input_key=pixels",
+                                                   "--output_key=scores"], monkeypatch, capsys)
+    assert keyed.returncode == 0, keyed.stderr
+    assert set(json.loads((tmp_path / "out.json").read_text())["accuracy"]) == {"clean", "fgsm"}
+    wrong = in_process(evaluate.main, "evaluate", [*common, "--output_key=logits"], monkeypatch,
+                       capsys)
+    assert_one_line_error(wrong, f"error: --model {tmp_path / 'two_outputs'}: serving_default "
+                                 "has no output 'logits'; accepted: --output_key one of")

@@ -178,6 +178,7 @@ def test_loading_a_keras_file_of_the_model_needs_import_aalp_tf(tmp_path):
     import zipfile
 
     from tests.helpers.commands import REPO
+    from tests.helpers.readme import README
 
     backbone = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten()])
     model = aalp_tf.AdversarialModel(backbone, num_classes=3, epsilon=0.1, step_size=0.05,
@@ -201,3 +202,8 @@ def test_loading_a_keras_file_of_the_model_needs_import_aalp_tf(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["Could not locate class 'AdversarialModel'",
                                           "AdversarialModel"]
+    # The README quotes that error, and says why the import is needed.
+    text = " ".join(README.read_text().split())
+    assert ("needs `import aalp_tf` first (`keras.models.load_model` otherwise says `Could not "
+            "locate class 'AdversarialModel'`)") in text
+    assert "for the packages `keras`, `keras_hub`, `keras_cv` and `keras_nlp`" in text
