@@ -90,6 +90,17 @@ def check_head(backbone, num_classes) -> None:
                                f"{last.name!r} is Dense({last.units}), num_classes={num_classes}")
 
 
+def _channels_first(shape) -> bool:
+    """[N, C, H, W] with C of 1 or 3 and H, W larger than any channel count: PyTorch's layout."""
+    return len(shape) == 4 and shape[1] in (1, 3) and all(
+        isinstance(d, int) and d > 4 for d in shape[2:])
+
+
+def _channels_last_text(shape) -> str:
+    return (f"keras.Input({(*shape[2:], shape[1])}); transpose NCHW data with "
+            "np.transpose(x, (0, 2, 3, 1))")
+
+
 def check_channels_last(backbone) -> None:
     """Images are [N, H, W, C]: a keras.Input((C, H, W)) (PyTorch's layout) would make Keras read
     H as the channels and train on columns, or fail deep in an attack."""
@@ -98,13 +109,22 @@ def check_channels_last(backbone) -> None:
     except (AttributeError, ValueError):
         return
     shape = tuple(inputs[0].shape) if inputs else ()
-    if len(shape) == 4 and shape[1] in (1, 3) and all(
-            isinstance(d, int) and d > 4 for d in shape[2:]):
+    if _channels_first(shape):
         raise invalid_argument(
-            "backbone", "a backbone taking images [H, W, C], channels last (e.g. "
-            f"keras.Input({(*shape[2:], shape[1])}); transpose NCHW data with "
-            "np.transpose(x, (0, 2, 3, 1)))",
+            "backbone", f"a backbone taking images [H, W, C], channels last (e.g. "
+            f"{_channels_last_text(shape)})",
             f"backbone {backbone.name!r} whose keras.Input has shape {shape[1:]}, channels first")
+
+
+def check_images_channels_last(input_shape) -> None:
+    """The same for a backbone without an Input, which the first batch builds (fit, evaluate,
+    build): NCHW images would build it over (C, H) with W channels, and it would train, evaluate
+    and export on that."""
+    shape = tuple(input_shape)
+    if _channels_first(shape):
+        raise invalid_argument(
+            "x", f"images [N, H, W, C], channels last (e.g. {_channels_last_text(shape)})",
+            f"images of shape {shape}, channels first")
 
 
 def _checked(tensor, condition, message: str):
@@ -122,6 +142,7 @@ def unpack(data, num_classes):
     if not images.dtype.is_floating:
         raise invalid_argument("x", "float images in [0, 1] (divide uint8 pixels by 255)",
                                f"x of dtype {images.dtype.name}")
+    check_images_channels_last(images.shape)  # here, not when the attack first calls the model
     images = tf.cast(images, tf.float32)  # the attacks' perturbations are float32
     if labels is None:
         raise invalid_argument("y", "integer class ids [N]: fit and evaluate need labels",

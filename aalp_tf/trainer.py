@@ -134,6 +134,7 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
         behind it; `keras.models.load_model` calls this before it loads the weights."""
         if self.classifier.built:  # built at construction (a backbone with an Input)
             return
+        model_inputs.check_images_channels_last(input_shape)
         # A symbolic call builds any backbone, even one without build or compute_output_shape.
         features = tuple(self.backbone(keras.KerasTensor(tuple(input_shape))).shape)
         check_features(self.backbone, features)

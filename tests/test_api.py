@@ -174,6 +174,28 @@ def test_a_channels_first_backbone_is_refused_in_one_line(shape):
         f"has shape {shape}, channels first")
 
 
+def test_channels_first_images_are_refused_by_a_backbone_without_an_input():
+    # Without an Input the first batch builds the model: it used to train, evaluate and export
+    # on NCHW images as images 1 pixel high with 28 channels.
+    nchw = np.transpose(X[:32], (0, 3, 1, 2))
+    expected = ("Invalid value received for argument `x`. Expected images [N, H, W, C], channels "
+                "last (e.g. keras.Input((28, 28, 1)); transpose NCHW data with np.transpose(x, "
+                "(0, 2, 3, 1))). Received: images of shape {}, channels first")
+    # "same": Keras would build it over (1, 28) with 28 channels, and train on that.
+    same = lambda: keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"),  # noqa: E731
+                                     keras.layers.GlobalAveragePooling2D()])
+    for run in (lambda m: m.fit(nchw, Y[:32], batch_size=16, epochs=1, verbose=0),
+                lambda m: m.evaluate(nchw, Y[:32], batch_size=16, verbose=0)):
+        model = adversarial_model("alp", backbone=same())
+        with pytest.raises(ValueError) as err:
+            run(model)
+        assert str(err.value) == expected.format((16, 1, 28, 28))
+        assert not model.built
+    with pytest.raises(ValueError) as err:
+        adversarial_model("alp", backbone=same()).build((None, 1, 28, 28))
+    assert str(err.value) == expected.format((None, 1, 28, 28))
+
+
 @pytest.mark.parametrize("arguments,message", [
     (dict(method="mart2"), "method must be one of aalp, aalp_gd, aalp_sw, alp, madry, natural, "
                            "trades (or one added with aalp_tf.register_method); received: "

@@ -439,26 +439,6 @@ def test_kill_9_mid_run_then_the_same_command_finishes_at_the_right_epoch(tmp_pa
     assert [h["epoch"] for h in json.loads(history.read_text())] == [1, 2, 3]
 
 
-@pytest.mark.slow  # ~30 s on 2 shared cores; test_api covers the method in-process
-def test_a_method_of_your_own_trains_from_the_command_line(tmp_path, mnist_dir):
-    """The README's MART, imported with --imports: `import aalp_tf` inside a command."""
-    from tests.helpers.readme import python_blocks
-    (code,) = python_blocks("### Your own method")
-    (tmp_path / "my_methods.py").write_text(code)
-    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{tmp_path}", TF_CPP_MIN_LOG_LEVEL="3")
-    trained = subprocess.run(
-        [sys.executable, "-m", "aalp_tf.train", "--dataset=mnist", "--imports=my_methods",
-         "--method=mart", "--alpha=6", f"--source_dir={mnist_dir}", "--epochs=1", *TINY_RUN],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert trained.returncode == 0, trained.stderr
-    assert "exported SavedModel: saved_models/mnist_mart/1 " in trained.stdout
-    config = json.loads((tmp_path / "runs/mnist_mart/config.json").read_text())
-    assert config["method"] == {"name": "mart", "alpha": 6.0, "trades_beta": 6.0,
-                                "guided_dropout": False}
-    history = json.loads((tmp_path / "runs/mnist_mart/history.json").read_text())
-    assert {"bce", "kl", "val_robust_accuracy"} <= set(history[0])
-
-
 def test_evaluate_a_foreign_keras_export_on_the_users_arrays(tmp_path, monkeypatch, capsys):
     import keras
     import numpy as np
@@ -499,3 +479,40 @@ def test_evaluate_a_foreign_keras_export_on_the_users_arrays(tmp_path, monkeypat
         assert_one_line_error(bad, start)
         assert "3 logits" in bad.stderr or "y10" not in args[-1]
         assert "uint8" in bad.stderr or "x8" not in args[0]
+
+
+def test_evaluate_takes_the_signature_keys_it_cannot_infer(tmp_path, monkeypatch, capsys):
+    """A signature with two outputs: --output_key names the logits (evaluation.loading infers
+    the keys when there is one of each: tests/test_loading.py)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from aalp_tf import evaluate
+
+    module = tf.Module()
+    module.weights = tf.Variable(np.random.default_rng(0).normal(size=(36, 3)), dtype=tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6, 6, 1])])
+    def serve(pixels):
+        logits = tf.reshape(pixels, [-1, 36]) @ module.weights
+        return {"scores": logits, "probabilities": tf.nn.softmax(logits)}
+
+    tf.saved_model.save(module, str(tmp_path / "two_outputs"), signatures={"serving_default": serve})
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "data.npz", images=rng.uniform(size=(8, 6, 6, 1)).astype("float32"),
+             labels=rng.integers(0, 3, 8))
+    common = [f"--model={tmp_path / 'two_outputs'}", f"--data={tmp_path / 'data.npz'}",
+              "--epsilon=0.1", "--attacks=clean,fgsm", "--nochecks",
+              f"--output_file={tmp_path / 'out.json'}"]
+    bad = in_process(evaluate.main, "evaluate", common, monkeypatch, capsys)
+    assert_one_line_error(bad, f"error: --model {tmp_path / 'two_outputs'}: serving_default has "
+                               "outputs ['probabilities', 'scores']")
+    assert "accepted: --output_key one of" in bad.stderr
+    keyed = in_process(evaluate.main, "evaluate", [*common, "--input_key=pixels",
+                                                   "--output_key=scores"], monkeypatch, capsys)
+    assert keyed.returncode == 0, keyed.stderr
+    assert set(json.loads((tmp_path / "out.json").read_text())["accuracy"]) == {"clean", "fgsm"}
+    wrong = in_process(evaluate.main, "evaluate", [*common, "--output_key=logits"], monkeypatch,
+                       capsys)
+    assert_one_line_error(wrong, f"error: --model {tmp_path / 'two_outputs'}: serving_default "
+                                 "has no output 'logits'; accepted: --output_key one of")

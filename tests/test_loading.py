@@ -1,6 +1,7 @@
 """evaluation.loading and aalp_tf.evaluate_model on models and data aalp_tf did not make: a
 plain Keras classifier as an object, a .keras file and a `model.export` SavedModel; one-line
 errors naming the argument the user passed; per-example results and adversarial examples."""
+import os
 import re
 
 import keras
@@ -165,3 +166,44 @@ def test_the_readme_foreign_model_example_runs_end_to_end(tmp_path, monkeypatch,
     exec(head, scope)  # the head cut off: features [N, 8] in, AdversarialModel's logits out
     assert scope["backbone"].output.shape == (None, 8)
     assert scope["model"](X).shape == (12, 10)
+
+
+def test_loading_a_keras_file_of_the_model_needs_import_aalp_tf(tmp_path):
+    """The README says why: Keras imports a saved class's module itself only for its own
+    packages (keras, keras_hub, keras_cv, keras_nlp). Should a Keras do it for ours, the first
+    load below works and the README's sentence must go."""
+    import json
+    import subprocess
+    import sys
+    import zipfile
+
+    from tests.helpers.commands import REPO
+    from tests.helpers.readme import README
+
+    backbone = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten()])
+    model = aalp_tf.AdversarialModel(backbone, num_classes=3, epsilon=0.1, step_size=0.05,
+                                     attack_steps=2)
+    model.compile(optimizer="adam")
+    model.save(str(tmp_path / "adversarial.keras"))
+    saved = json.loads(zipfile.ZipFile(tmp_path / "adversarial.keras").read("config.json"))
+    assert (saved["module"], saved["registered_name"]) == ("aalp_tf.trainer",
+                                                           "aalp_tf>AdversarialModel")
+    script = ("import sys, keras\n"
+              "try:\n"
+              "    keras.saving.load_model(sys.argv[1])\n"
+              "except TypeError as err:\n"
+              "    print(str(err).split('.')[0])\n"
+              "import aalp_tf\n"
+              "print(type(keras.saving.load_model(sys.argv[1])).__name__)\n")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "adversarial.keras")],
+                            env={**os.environ, "PYTHONPATH": str(REPO),
+                                 "TF_CPP_MIN_LOG_LEVEL": "3"},
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["Could not locate class 'AdversarialModel'",
+                                          "AdversarialModel"]
+    # The README quotes that error, and says why the import is needed.
+    text = " ".join(README.read_text().split())
+    assert ("needs `import aalp_tf` first (`keras.models.load_model` otherwise says `Could not "
+            "locate class 'AdversarialModel'`)") in text
+    assert "for the packages `keras`, `keras_hub`, `keras_cv` and `keras_nlp`" in text

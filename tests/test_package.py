@@ -69,3 +69,22 @@ def test_tensorflows_real_load_notices_are_held_back_and_a_real_error_is_not():
                                    if k != "TF_CPP_MIN_LOG_LEVEL"})
     assert replayed.stderr == GENUINE + "\n", notices
 
+
+
+def test_the_package_is_licensed_and_says_so_in_its_metadata(monkeypatch):
+    """Many organisations cannot use unlicensed code: the LICENSE file, and setup.py's license
+    and license_files, which pip shows and ships (setup.py run with setuptools.setup recording
+    what it is given)."""
+    import pathlib
+    import runpy
+
+    import setuptools
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    text = (repo / "LICENSE").read_text()
+    assert text.startswith("MIT License\n\nCopyright (c) ")
+    assert "Permission is hereby granted, free of charge, to any person" in text
+    given = {}
+    monkeypatch.setattr(setuptools, "setup", given.update)
+    runpy.run_path(str(repo / "setup.py"))
+    assert (given["license"], given["license_files"]) == ("MIT", ["LICENSE"])

@@ -85,3 +85,24 @@ def test_a_lock_left_by_a_killed_process_is_taken_over_saying_so(tmp_path, capsy
     assert (tmp_path / "run" / "lock").read_text() == ""
     train(tiny_config(tmp_path / "run", "natural"), arrays=ARRAYS, verbose=0, export_model=False)
     assert "taking over" not in capsys.readouterr().out  # a clean release leaves nobody
+
+
+@pytest.mark.parametrize("part,field,kind,known", [
+    ("method", "mart", "method", "aalp, aalp_gd, aalp_sw, alp, madry, natural, trades"),
+    ("model", "my_net", "backbone", "lenet, preact_resnet18, resnet32, resnet9, wide_resnet"),
+])
+def test_a_run_of_a_method_or_backbone_nothing_registered_names_it_and_imports(
+        part, field, kind, known):
+    """Read without the user's module (no --imports), the run is refused in one line, before
+    the model's own argument check, which knows nothing of --imports."""
+    import dataclasses
+
+    cfg = tiny_config("unused", "alp")
+    cfg = cfg.replace(**{part: dataclasses.replace(getattr(cfg, part), name=field)})
+    with pytest.raises(UsageError) as err:
+        runs.check_registered(cfg, "runs/mine")
+    assert str(err.value) == (
+        f"runs/mine was trained with the {kind} {field!r}, which nothing imported has "
+        "registered; accepted: the module that registers it, imported first (--imports=MODULE;"
+        f" in Python, import it), or a run of a built-in {kind}: {known}")
+    runs.check_registered(tiny_config("unused", "alp"), "runs/mine")  # the built-in ones pass

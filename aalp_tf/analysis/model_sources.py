@@ -86,6 +86,11 @@ def _from_saved_model(name: str, root: pathlib.Path, spec, check_images) -> Mode
         source.missing = f"{config_path}: {err}; pass its run folder"
         return source
     _check_dataset(cfg, root, spec.name)
+    try:
+        runs.check_registered(cfg, root)
+    except UsageError as err:  # a method of the user's own, without --imports: logits serve
+        source.missing = str(err)
+        return source
     model = build_model(cfg, spec)
     try:
         signatures.restore_variables(model, root)

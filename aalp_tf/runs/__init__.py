@@ -35,6 +35,8 @@ from aalp_tf.config import FORMAT, RunConfig, differences
 from aalp_tf.data.datasets import DATASETS
 from aalp_tf.errors import UsageError
 from aalp_tf.files import checksum_mismatch, write_atomically
+from aalp_tf.methods import METHODS
+from aalp_tf.models import BACKBONES
 from aalp_tf.trainer import build_model
 
 # Fields that may change between a run and its continuation: more epochs, other file locations.
@@ -253,5 +255,20 @@ def model_from_run(model_dir, *, epoch: int = 0) -> RunModel:
     (0: the latest kept)."""
     run = RunFolder(model_dir)
     cfg = run.read_config()
+    check_registered(cfg, run.root)
     model = build_model(cfg, DATASETS.get(cfg.data.dataset))
     return RunModel(model, cfg, run.restore_weights(model, epoch))
+
+
+def check_registered(cfg: RunConfig, where) -> None:
+    """A run (or its export, at `where`) trained with a method or backbone of the user's own is
+    rebuilt only once the module that registers it is imported: say so, rather than the model's
+    argument check, which knows nothing of the run or of --imports."""
+    for kind, name, registry in (("method", cfg.method.name, METHODS),
+                                 ("backbone", cfg.model.name, BACKBONES)):
+        if name not in registry:
+            raise UsageError(
+                f"{where} was trained with the {kind} {name!r}, which nothing imported has "
+                f"registered; accepted: the module that registers it, imported first "
+                f"(--imports=MODULE; in Python, import it), or a run of a built-in {kind}: "
+                f"{', '.join(registry.names())}")
