@@ -78,3 +78,5 @@ def test_the_citation_is_bibtex_for_the_paper_and_this_version_of_the_library():
     kind, fields = entries["aalp_tf"]
     assert kind == "software" and fields["version"] == aalp_tf.__version__
     assert fields["license"] == "MIT"  # tests/test_package.py: LICENSE and setup.py say MIT
+    # A figure called AutoAttack cites the attack and its parts (issue 19).
+    assert {"croce2020autoattack", "croce2020fab", "andriushchenko2020square"} <= set(entries)
