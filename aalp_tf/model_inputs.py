@@ -5,6 +5,8 @@ line saying what came in and what is accepted, Keras' own words ("Invalid value 
 argument ..."), so a mistake fails before the first step instead of training on nonsense. Apart
 from the model (trainer.py), which keeps Keras' model and its step.
 """
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -125,6 +127,19 @@ def check_images_channels_last(input_shape) -> None:
         raise invalid_argument(
             "x", f"images [N, H, W, C], channels last (e.g. {_channels_last_text(shape)})",
             f"images of shape {shape}, channels first")
+
+
+@contextlib.contextmanager
+def retraced_after_a_refusal(model):
+    """A batch refused while Keras traces the step (above) leaves that trace half done, with
+    the model's variables created inside it: the next `fit` on corrected data would trace the
+    same tf.function again and fail in Keras' words ("Creating variables on a non-first call").
+    Dropping Keras' compiled functions after any failure lets the next call trace afresh."""
+    try:
+        yield
+    except Exception:
+        model.train_function = model.test_function = model.predict_function = None
+        raise
 
 
 def _checked(tensor, condition, message: str):

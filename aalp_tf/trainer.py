@@ -173,6 +173,14 @@ class AdversarialModel(distribution.MultiWorkerFit, keras.Model):
                     "own metrics (choose the method with `method=`)", f"{name}={value!r}")
         super().compile(optimizer=optimizer, **kwargs)
 
+    def fit(self, *args, **kwargs):
+        with model_inputs.retraced_after_a_refusal(self):
+            return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with model_inputs.retraced_after_a_refusal(self):
+            return super().evaluate(*args, **kwargs)
+
     def compile_from_config(self, config):
         # Keras' own skips a compile it did not write (with a warning): load_model would give
         # back a model without its optimizer and its state.

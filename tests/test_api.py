@@ -239,6 +239,22 @@ def test_fit_takes_a_dataset_and_refuses_uint8_images_and_one_hot_labels():
         model.fit(X, np.eye(10, dtype=np.float32)[Y], batch_size=32, epochs=1, verbose=0)
 
 
+def test_a_corrected_batch_trains_after_a_refused_one_on_an_unbuilt_model():
+    """The refusal comes while Keras traces the step, which built the model's variables inside
+    that trace; the corrected call must trace afresh, not fail in Keras' words ("Creating
+    variables on a non-first call to a function decorated with tf.function")."""
+    backbone = keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"),
+                                 keras.layers.Flatten(), keras.layers.Dense(8)])
+    model = adversarial_model("alp", backbone=backbone)
+    assert not model.built  # no Input: the first batch builds it, inside the traced step
+    for call in (lambda x: model.fit(x, Y[:32], batch_size=32, epochs=1, verbose=0),
+                 lambda x: model.evaluate(x, Y[:32], batch_size=32, verbose=0)):
+        with pytest.raises(ValueError, match="divide uint8 pixels by 255"):
+            call(X_UINT8[:32])
+        call(X[:32])
+    assert int(model.optimizer.iterations) == 1
+
+
 @pytest.mark.parametrize("images, labels, message", [
     (X * 255, Y, "Expected float images in [0, 1] (divide uint8 pixels by 255). Received: a "
                  "batch with values outside [0, 1], or NaN"),
