@@ -1,6 +1,7 @@
 """python -m aalp_tf.evaluate meeting a full disk (issue 21), in this process on a small Keras
 export: nothing trains. Its other behaviour as a command is tested in tests/test_cli.py."""
 import json
+import pathlib
 
 import keras
 import numpy as np
@@ -55,3 +56,10 @@ def test_a_full_disk_at_either_output_is_one_line_and_the_same_command_then_writ
         f"error: the disk of --save_adversarial {adversarial} is full: the file needs about "
         f"{kilobytes(adversarial)} and 3.0 KB are free; accepted: free space there (or a "
         "--save_adversarial on a disk with room), then run the command again")
+
+
+def test_the_default_output_is_named_after_the_model():
+    from aalp_tf.evaluation.suite import default_output
+    assert default_output("saved_models/mnist_aalp/1") == pathlib.Path(
+        "evaluation/mnist_aalp-1.json")
+    assert default_output("exports/mart.keras") == pathlib.Path("evaluation/mart.json")

@@ -294,7 +294,11 @@ def table_row(label: str, accuracy: Dict[str, float]) -> str:
 
 
 def default_output(model_path: str) -> pathlib.Path:
+    """evaluation/<name>-<version>.json for a SavedModel folder <name>/<version>, and
+    evaluation/<stem>.json for a .keras file."""
     path = pathlib.Path(model_path).resolve()
+    if path.suffix == ".keras":
+        return pathlib.Path("evaluation") / f"{path.stem}.json"
     return pathlib.Path("evaluation") / f"{path.parent.name}-{path.name}.json"
 
 
