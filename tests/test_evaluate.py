@@ -1,5 +1,5 @@
 """python -m aalp_tf.evaluate meeting a full disk (issue 21), in this process on a small Keras
-export: nothing trains. Its other behaviour as a command is tested in tests/test_cli.py."""
+export (nothing trains), and the name of its default output. Its other behaviour as a command is tested in tests/test_cli.py."""
 import json
 import pathlib
 
