@@ -18,7 +18,9 @@ seconds of this process (user + system, every thread): on a machine shared with 
 the second is a fair comparison. With --work_dir a finished side is kept and reused by a rerun
 with the same settings. The floor column is what the attack's model passes alone cost (each
 attack's count of forward passes and input gradients on the points it attacks, at the CPU
-seconds per image measured here): no implementation of the same computation takes less.
+seconds per image measured here): where an attack breaks few points, no implementation of
+the same computation takes less (where it breaks many, the points that drop out make the floor
+an overestimate).
 
 Ours runs the standard sequence attack by attack on the images the earlier ones left correct,
 as `autoattack.autoattack` does in one graph: with per-example seeds (attacks.example_seeds:
@@ -135,9 +137,11 @@ def pass_costs(logits_fn, x, y, *, repeats=10) -> dict:
 def floor_seconds(costs: dict, after: dict, budget: dict, num_classes: int) -> dict:
     """{attack: CPU seconds its passes alone cost}: the points it attacks (those still robust
     before it) times its passes per point (APGD: a gradient per step; APGD-T and FAB-T: that
-    per target; FAB also a forward per step; Square: a forward per query), at `costs`. No
-    implementation of the same computation can take less; Square's points fooled early, which
-    stop querying, make its floor an upper estimate."""
+    per target; FAB also a forward per step; Square: a forward per query), at `costs`. It counts
+    every target and query on every point the attack starts with; the points an earlier target
+    or query breaks drop out, so where an attack breaks many points the floor overestimates it.
+    Where it breaks few (a robust model), no implementation of the same computation takes less.
+    """
     targets = min(autoattack.TARGETS, num_classes - 1)
     passes = {"apgd-ce": budget["steps"] * costs["gradient"],
               "apgd-t": targets * budget["steps"] * costs["gradient"],
