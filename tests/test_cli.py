@@ -205,7 +205,8 @@ def test_help_says_what_each_flag_means_for_that_command():
 
 def test_help_of_train_leaves_other_commands_flags_out(tmp_path, monkeypatch, capsys):
     # `python -m aalp_tf.train --help` run in this process: a subprocess spends its seconds
-    # importing TensorFlow, and the help is the same (in a real process: test_bad_value...).
+    # importing TensorFlow, and prints the same help (what only a real process shows is
+    # test_a_bad_value_is_the_one_line_on_stderr_and_nothing_is_written's).
     from aalp_tf.train import main
 
     monkeypatch.chdir(tmp_path)
@@ -406,7 +407,8 @@ def test_train_then_evaluate_end_to_end(tmp_path, mnist_dir, monkeypatch, capsys
     assert aalp_tf.evaluate_model(model, images, **same)["accuracy"] == record["accuracy"]
 
     # The bad ones in this process (a subprocess would spend its seconds importing TensorFlow):
-    # a real process's exit status and lone error line are test_a_bad_value_is_the_one_line...
+    # a real process's exit status and lone error line are
+    # test_a_bad_value_is_the_one_line_on_stderr_and_nothing_is_written's.
     from aalp_tf import evaluate
     monkeypatch.chdir(tmp_path)
     bad = in_process(evaluate.main, "evaluate", ["--model=saved_models/mnist_aalp",
