@@ -174,8 +174,14 @@ def test_awp_trains_under_mixed_precision(tmp_path):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def test_two_replicas_step_as_one_device_with_awp_and_single_step_adversaries():
-    specs = ["aalp:pgd:0.01", "aalp:fgsm_rs:0.01", "trades:n_fgsm:0.01", "madry:n_fgsm:0"]
+@pytest.mark.parametrize("specs", [
+    # AWP with a single-step adversary, and a single-step adversary without AWP.
+    ["aalp:fgsm_rs:0.01", "madry:n_fgsm:0"],
+    # Slow: ~4 CPU-s a spec on top of the process' start; PGD on two replicas is also
+    # tests/test_distributed.py's default check (aalp, without AWP).
+    pytest.param(["aalp:pgd:0.01", "trades:n_fgsm:0.01"], marks=pytest.mark.slow),
+], ids=["default", "the_others"])
+def test_two_replicas_step_as_one_device_with_awp_and_single_step_adversaries(specs):
     result = subprocess.run([sys.executable, "-m", "tests.helpers.distributed_options", *specs],
                             capture_output=True, text=True, timeout=300,
                             env=dict(os.environ, PYTHONPATH=str(REPO)))

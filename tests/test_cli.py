@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from tests.helpers.commands import (Subprocesses, assert_one_line_error, command, in_process,
-                                    without_root_powers)
+from tests.helpers.commands import (InOneProcess, Subprocesses, assert_one_line_error, command,
+                                    in_process, without_root_powers)
 from tests.helpers.dataset_files import write_mnist_files
 from tests.helpers.tiny import tiny_arrays
 
@@ -57,10 +57,11 @@ def test_train_rejects_bad_input_in_one_line(tmp_path, args, expected, monkeypat
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("ckpt*"))
 
 
-def assert_refused_together(cases, *, cwd, prefix=(), env=None):
-    """Starts every case at once (TensorFlow's start-up dominates each): name -> (command and
-    flags, the one line it must print on stderr; `cwd` may be a callable of the name)."""
-    started = Subprocesses()
+def assert_refused_together(cases, *, cwd, prefix=(), env=None, own_processes=False):
+    """Runs every case, name -> (command and flags, the one line it must print on stderr; `cwd`
+    may be a callable of the name): in turn in one process (TensorFlow's start-up dominates
+    each), or with `own_processes` each in a process of its own, started at once."""
+    started = Subprocesses() if own_processes else InOneProcess()
     try:
         for name, (argv, _) in cases.items():
             started.start(name, ["-m", f"aalp_tf.{argv[0]}", *argv[1:]], prefix=prefix, env=env,
@@ -87,7 +88,7 @@ def test_a_bad_value_is_the_one_line_on_stderr_and_nothing_is_written(tmp_path):
     for name in cases:
         (tmp_path / name).mkdir()
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    assert_refused_together(cases, cwd=lambda name: tmp_path / name, env=env)
+    assert_refused_together(cases, cwd=lambda name: tmp_path / name, env=env, own_processes=True)
     assert [list((tmp_path / name).iterdir()) for name in cases] == [[], []]
 
 
@@ -202,8 +203,14 @@ def test_help_says_what_each_flag_means_for_that_command():
     assert "Accepted: bayesian, hyperband, random." in " ".join(command_help("tune").split())
 
 
-def test_help_of_train_leaves_other_commands_flags_out(tmp_path):
-    result = command("train", "--help", cwd=tmp_path)
+def test_help_of_train_leaves_other_commands_flags_out(tmp_path, monkeypatch, capsys):
+    # `python -m aalp_tf.train --help` run in this process: a subprocess spends its seconds
+    # importing TensorFlow, and prints the same help (what only a real process shows is
+    # test_a_bad_value_is_the_one_line_on_stderr_and_nothing_is_written's).
+    from aalp_tf.train import main
+
+    monkeypatch.chdir(tmp_path)
+    result = in_process(main, "train", ["--help"], monkeypatch, capsys)
     out = result.stdout
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     assert "--max_trials" not in out and "--attacks=" not in out and "--cam_layer" not in out
@@ -332,7 +339,7 @@ def test_every_command_refuses_what_is_not_its_own_in_one_line(module, args, exp
     assert list(tmp_path.iterdir()) == []
 
 
-def test_train_then_evaluate_end_to_end(tmp_path, mnist_dir):
+def test_train_then_evaluate_end_to_end(tmp_path, mnist_dir, monkeypatch, capsys):
     trained = command("train", "--dataset=mnist", "--method=aalp", f"--source_dir={mnist_dir}",
                       "--epochs=1", *TINY_RUN, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
@@ -399,13 +406,20 @@ def test_train_then_evaluate_end_to_end(tmp_path, mnist_dir):
     model = runs.model_from_run(str(tmp_path / "runs/mnist_aalp")).model
     assert aalp_tf.evaluate_model(model, images, **same)["accuracy"] == record["accuracy"]
 
-    bad = command("evaluate", "--model=saved_models/mnist_aalp", "--dataset=mnist",
-                  f"--source_dir={mnist_dir}", cwd=tmp_path)
+    # The bad ones in this process (a subprocess would spend its seconds importing TensorFlow):
+    # a real process's exit status and lone error line are
+    # test_a_bad_value_is_the_one_line_on_stderr_and_nothing_is_written's.
+    from aalp_tf import evaluate
+    monkeypatch.chdir(tmp_path)
+    bad = in_process(evaluate.main, "evaluate", ["--model=saved_models/mnist_aalp",
+                                                 "--dataset=mnist", f"--source_dir={mnist_dir}"],
+                     monkeypatch, capsys)
     assert_one_line_error(bad, "error: --model saved_models/mnist_aalp is not a SavedModel "
                                "folder or a .keras file (it holds versions [1]: pass "
                                "saved_models/mnist_aalp/1)")
-    bad = command("evaluate", "--model=saved_models/mnist_aalp/1", "--dataset=mnist",
-                  "--attacks=clean,pgd", cwd=tmp_path)
+    bad = in_process(evaluate.main, "evaluate", ["--model=saved_models/mnist_aalp/1",
+                                                 "--dataset=mnist", "--attacks=clean,pgd"],
+                     monkeypatch, capsys)
     assert_one_line_error(bad, "error: unknown attack: received 'pgd'; accepted: aa-lite[<k>], "
                                "apgd-ce[<k>], apgd-t[<k>], autoattack, clean, cw<k>, fab-t[<k>], "
                                "fgsm, pgd<k>, square[<k>] (k = steps, e.g. pgd40; Square's "

@@ -418,6 +418,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys,
     assert not (tmp_path / "out").exists()
 
 
+# Slow: a process of its own spends ~5 CPU-s importing TensorFlow. The same message in this
+# process: test_bad_input_is_one_line_and_writes_nothing; a real process's exit status and lone
+# line: tests/test_cli.py::test_a_bad_value_is_the_one_line_on_stderr_and_nothing_is_written.
+@pytest.mark.slow
 def test_a_bad_command_exits_with_status_2_in_its_own_process(tmp_path):
     result = command("compare", *compare_args(tmp_path, "--seeds=0,one")[2:], cwd=tmp_path)
     assert_one_line_error(result, "error: --seeds must be integers >= 0, comma-separated (e.g. "

@@ -185,6 +185,7 @@ def test_multi_worker_fit_with_a_killed_worker_resumes_and_ends_identical(tmp_pa
     assert not (tmp_path / "run/workers/worker_1/export.json").exists()  # only the chief exports
 
 
+@pytest.mark.slow  # two worker processes (~20 CPU-s); it watches Keras, not this package
 def test_keras_20585_workaround_is_still_needed(tmp_path):
     """Fails when Keras fixes model.fit under MultiWorkerMirroredStrategy: then remove
     AdversarialModel's work-around (trainer.py). The work-around itself is exercised by the

@@ -24,7 +24,7 @@ from aalp_tf.serving.run_export import export_run
 from aalp_tf.data.datasets import DATASETS
 from aalp_tf.trainer import build_model
 from aalp_tf.experiment.training import train
-from tests.helpers.commands import REPO, Subprocesses
+from tests.helpers.commands import REPO, Subprocesses, in_process
 from tests.helpers.tiny import tiny_arrays, tiny_config
 
 ARRAYS = tiny_arrays(160, 32)
@@ -54,9 +54,9 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def commands(trained, tmp_path_factory):
-    """saved_model_cli on each signature, the bad-input probe and the export command, started
-    at once on the trained run."""
-    result, cfg, _ = trained
+    """saved_model_cli on each signature and the bad-input probe, started at once on the
+    trained run."""
+    result, _, _ = trained
     folder = tmp_path_factory.mktemp("commands")
     started = Subprocesses()
     for signature, images in INPUTS.items():
@@ -67,9 +67,6 @@ def commands(trained, tmp_path_factory):
             "--inputs", f"images={folder / signature}.npy", "--outdir", str(folder / signature)])
     started.start("bad_inputs", ["-m", "tests.helpers.serving_bad_inputs",
                                  str(result.export_path)])
-    started.start("export", ["-m", "aalp_tf.export", f"--model_dir={cfg.train.model_dir}",
-                             "--name=served", "--version=7", f"--export_dir={folder}",
-                             "--warmup_batch_sizes=1,4"])
     yield started, folder
     started.close()
 
@@ -402,10 +399,16 @@ def test_an_empty_batch_gets_empty_outputs_from_both_signatures(commands):
         for loader in ("tf1_cpp", "tf2") for signature in ("serving_default", "predict_uint8")}
 
 
-def test_export_command_writes_the_version_asked_for(trained, commands):
+def test_export_command_writes_the_version_asked_for(trained, tmp_path, monkeypatch, capsys):
+    # `python -m aalp_tf.export` in this process: a subprocess would spend its seconds importing
+    # TensorFlow (a command's exit status in a real process: tests/test_cli.py).
+    from aalp_tf import export
     _, cfg, _ = trained
-    started, folder = commands
-    code, out, err = started.result("export")
+    folder = tmp_path
+    done = in_process(export.main, "export", [
+        f"--model_dir={cfg.train.model_dir}", "--name=served", "--version=7",
+        f"--export_dir={folder}", "--warmup_batch_sizes=1,4"], monkeypatch, capsys)
+    code, out, err = done.returncode, done.stdout, done.stderr
     assert code == 0, err
     assert out.strip().endswith(f"exported epoch 2 of {cfg.train.model_dir}: "
                                 f"{folder}/served/7")

@@ -267,6 +267,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Slow: three processes of `python -m aalp_tf.tune` (~25 CPU-s, mostly TensorFlow's import in
+# each); the search in one process (trials, resume, scoring, reload) is tested above.
+@pytest.mark.slow
 def test_a_chief_and_two_workers_share_a_search(tmp_path, mnist_dir):
     args = [*TINY_RUN, f"--source_dir={mnist_dir}", "--max_trials=2", "--noexport_best",
             f"--model_dir={tmp_path / 'search'}"]

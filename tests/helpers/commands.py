@@ -1,4 +1,5 @@
 """Commands run as a user runs them: one at a time, or started together and collected by name."""
+import json
 import os
 import pathlib
 import shutil
@@ -45,6 +46,42 @@ class Subprocesses:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
+
+
+class InOneProcess:
+    """Subprocesses' start / result / close for `python -m aalp_tf.COMMAND` runs refused before
+    they work: at the first result(), one process (tests/helpers/commands_in_turn.py, under the
+    one `prefix` and `env` given) runs every command started, in turn, so that TensorFlow's
+    import is paid once rather than per command. Each command's exit status, stdout and stderr
+    (file descriptors 1 and 2) are its own."""
+
+    def __init__(self):
+        self.cases, self.results, self.setup = [], None, None
+
+    def start(self, name, args, *, cwd=REPO, prefix=(), env=None):
+        assert args[0] == "-m" and args[1].startswith("aalp_tf."), args
+        assert self.setup in (None, (list(prefix), env)), "one process: one prefix and env"
+        self.setup = (list(prefix), env)
+        self.cases.append({"name": name, "argv": [args[1][len("aalp_tf."):], *args[2:]],
+                           "cwd": str(cwd)})
+
+    def result(self, name):
+        """(exit status, stdout, stderr) of the command `name`."""
+        if self.results is None:
+            prefix, env = self.setup
+            env = env or dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+            done = subprocess.run([*prefix, sys.executable, "-m",
+                                   "tests.helpers.commands_in_turn"],
+                                  input=json.dumps(self.cases), cwd=REPO,
+                                  env=dict(env, PYTHONPATH=str(REPO)), text=True,
+                                  capture_output=True, timeout=TIMEOUT)
+            assert done.returncode == 0, done.stderr[-3000:]
+            self.results = {name: tuple(result) for name, result in
+                            json.loads(done.stdout.strip().splitlines()[-1]).items()}
+        return self.results[name]
+
+    def close(self):
+        pass  # the process has ended (or been ended by its timeout) in result()
 
 
 def command(module, *args, cwd, timeout=240, prefix=()):
