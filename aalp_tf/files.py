@@ -245,6 +245,10 @@ def write_checksums(manifest, paths: Iterable) -> None:
     write_atomically(manifest, "".join(lines))
 
 
+class ChecksumMismatch(ValueError):
+    """A file differs from the sha256 sum written beside it (raised by readers that verify)."""
+
+
 def checksum_mismatch(manifest) -> Optional[str]:
     """Why the files `manifest` lists no longer hold what was written (the first that differs
     or is missing), or None when every one matches. None without a manifest too: files written

@@ -427,6 +427,31 @@ def test_a_flipped_bit_in_the_newest_checkpoint_fails_its_checksum_and_the_run_r
         assert checksum_mismatch(checkpoints / f"ckpt-{epoch}.sha256") is None
 
 
+def test_workers_stepping_back_to_a_checkpoint_that_fails_its_checksum_refuse_in_one_line(
+        tmp_path, monkeypatch):
+    """A multi-worker run resumes at the epoch every worker has (restore_agreed); when the
+    chief steps back to a checkpoint whose sums no longer match, it says so in one line instead
+    of restoring a flipped bit. The workers' agreement is faked: one process plays the chief."""
+    from aalp_tf import distribution
+    from aalp_tf.experiment.training import EpochCheckpoint
+    from aalp_tf.runs import RunFolder
+    cfg = tiny_config(tmp_path / "run", "natural", epochs=2, train_args={"keep_checkpoints": 0})
+    result = train(cfg, arrays=ARRAYS, verbose=0, export_model=False)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    (data,) = checkpoints.glob("ckpt-1.data-*")
+    flip_a_bit_in_the_middle(data)
+    monkeypatch.setattr(distribution, "agree_on_epoch", lambda strategy, done: 1)
+    checkpoint = EpochCheckpoint(RunFolder(str(tmp_path / "run")), result.model, keep=0,
+                                 export_epoch="last")
+    with pytest.raises(UsageError) as err:
+        checkpoint.restore_agreed(result.model.distribute_strategy)
+    assert str(err.value) == (
+        f"the workers of this run agreed to resume after epoch 1, but {checkpoints / 'ckpt-1'} "
+        f"does not read back (checksum mismatch: {data.name} differs from its sha256 in "
+        "ckpt-1.sha256); accepted: worker folders whose checkpoints read back, or a new "
+        "--model_dir")
+
+
 def test_each_checkpoint_is_summed_pruned_with_its_sums_and_taken_unverified_without_them(
         tmp_path, capsys):
     """ckpt-N.sha256 lists the sha256 of ckpt-N's files. Epoch 2's sums meet a full disk after

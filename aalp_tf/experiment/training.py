@@ -32,7 +32,7 @@ from aalp_tf.config import RunConfig, check_export_epoch
 from aalp_tf.data.readers import ArraySplits
 from aalp_tf.data.datasets import DATASETS, load_arrays, make_data, split_sizes
 from aalp_tf.errors import TrainingDiverged, UsageError
-from aalp_tf.files import (check_writable, checksum_mismatch, full_disk_refused,
+from aalp_tf.files import (ChecksumMismatch, check_writable, checksum_mismatch, full_disk_refused,
                            remove_abandoned, write_atomically, write_checksums)
 from aalp_tf.runs import EXPORT_METRIC, RunFolder, checksums, export_choice
 from aalp_tf.trainer import build_model
@@ -256,7 +256,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.history: List[dict] = []
 
     def _load(self, path: str) -> int:
-        """Restores checkpoint `path` and its history; returns its epoch."""
+        """Restores checkpoint `path` and its history; returns its epoch. ChecksumMismatch when
+        its files differ from their manifest: a flipped bit TF might restore without an error."""
+        mismatch = checksum_mismatch(checksums(path))
+        if mismatch:
+            raise ChecksumMismatch(mismatch)
         self.checkpoint.restore(path).assert_existing_objects_matched()
         self.history = json.loads(self.history_json.numpy().decode())
         return int(self.epoch.numpy())
@@ -286,16 +290,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
         kept = self.run.epoch_checkpoints()
         damaged = []
         for epoch in sorted(kept, reverse=True):
-            reason = checksum_mismatch(checksums(kept[epoch]))
-            if reason is None:
-                try:
-                    done = self._load(kept[epoch])
-                except (tf.errors.OpError, IndexError, ValueError) as err:
-                    first = (str(err).strip().splitlines() or [""])[0][:200]
-                    reason = f"{type(err).__name__}: {first}"
-                else:
-                    self._write_history()
-                    return done
+            try:
+                done = self._load(kept[epoch])
+            except (tf.errors.OpError, IndexError, ValueError) as err:
+                reason = _first_line(err)
+            else:
+                self._write_history()
+                return done
             damaged.append(f"ckpt-{epoch} ({reason})")
             print(f"skipping {kept[epoch]}: it does not read back ({reason}); epochs after the "
                   "next older checkpoint are trained again", flush=True)
@@ -322,7 +323,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
                     f"the workers of this run are at different epochs ({agreed} and {done}) and "
                     f"{self.run.checkpoints} no longer holds ckpt-{agreed}; accepted: worker "
                     "folders from the same run, or a new --model_dir")
-            self._load(path)
+            try:
+                self._load(path)
+            except (tf.errors.OpError, IndexError, ValueError) as err:
+                raise UsageError(
+                    f"the workers of this run agreed to resume after epoch {agreed}, but {path} "
+                    f"does not read back ({_first_line(err)}); accepted: worker folders whose "
+                    "checkpoints read back, or a new --model_dir") from None
             self._write_history()
         return agreed
 
@@ -346,6 +353,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
             wanted.add(export_choice(self.history, "best")[0])
         for epoch in sorted(set(kept) - wanted):
             delete_checkpoint(kept[epoch])
+
+
+def _first_line(err: BaseException) -> str:
+    """Why a checkpoint did not read back, in one line: a checksum's own words, else the
+    error's type and the first line of its message."""
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    return first if isinstance(err, ChecksumMismatch) else f"{type(err).__name__}: {first}"
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
