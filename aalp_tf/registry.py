@@ -40,6 +40,19 @@ class Registry(Generic[T]):
                 f"unknown {self.kind}: received {name!r}; accepted: {', '.join(self.names())}"
             ) from None
 
+    def require(self, name: str, made: str, kind: str = "") -> None:
+        """`made` (a run, an export, a saved model) was trained with the `kind` (default: this
+        registry's) `name`: refused in one line that names --imports when nothing imported has
+        registered it, rather than the model's argument check, which knows nothing of the file
+        or of --imports."""
+        kind = kind or self.kind
+        if name not in self._items:
+            raise UsageError(
+                f"{made} was trained with the {kind} {name!r}, which nothing imported has "
+                f"registered; accepted: the module that registers it, imported first "
+                f"(--imports=MODULE; in Python, import it), or one trained with a built-in "
+                f"{kind}: {', '.join(self.names())}")
+
     def names(self) -> list:
         return sorted(self._items)
 

@@ -15,6 +15,8 @@ import tensorflow as tf
 
 from aalp_tf import awp
 from aalp_tf.data.datasets import DATASETS
+from aalp_tf.methods import ADV, METHODS
+from aalp_tf.rules import ADVERSARIES
 from aalp_tf.trainer import AdversarialModel, build_model
 from tests.helpers.tiny import tiny_arrays, tiny_config
 
@@ -182,8 +184,21 @@ def test_awp_trains_under_mixed_precision(tmp_path):
     pytest.param(["aalp:pgd:0.01", "trades:n_fgsm:0.01"], marks=pytest.mark.slow),
 ], ids=["default", "the_others"])
 def test_two_replicas_step_as_one_device_with_awp_and_single_step_adversaries(specs):
+    check_two_replicas_step_as_one_device(specs, timeout=300)
+
+
+@pytest.mark.slow  # 38 specs at ~4 CPU-s each; the default test above samples this matrix
+def test_every_method_steps_on_two_replicas_as_on_one_with_each_adversary_and_awp():
+    """Issue 23: every method trains with each adversary and with AWP on two replicas."""
+    specs = [f"{method}:{adversary}:{gamma}" for method in METHODS.names()
+             for adversary in (ADVERSARIES if ADV in METHODS.get(method).branches else ("pgd",))
+             for gamma in (0, 0.01)]
+    check_two_replicas_step_as_one_device(specs, timeout=1800)
+
+
+def check_two_replicas_step_as_one_device(specs, timeout):
     result = subprocess.run([sys.executable, "-m", "tests.helpers.distributed_options", *specs],
-                            capture_output=True, text=True, timeout=300,
+                            capture_output=True, text=True, timeout=timeout,
                             env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

@@ -104,5 +104,5 @@ def test_a_run_of_a_method_or_backbone_nothing_registered_names_it_and_imports(
     assert str(err.value) == (
         f"runs/mine was trained with the {kind} {field!r}, which nothing imported has "
         "registered; accepted: the module that registers it, imported first (--imports=MODULE;"
-        f" in Python, import it), or a run of a built-in {kind}: {known}")
+        f" in Python, import it), or one trained with a built-in {kind}: {known}")
     runs.check_registered(tiny_config("unused", "alp"), "runs/mine")  # the built-in ones pass

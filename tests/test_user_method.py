@@ -28,7 +28,7 @@ def write_my_methods(folder) -> None:
 def unknown_method(where) -> str:
     return (f"error: {where} was trained with the method 'mart', which nothing imported has "
             "registered; accepted: the module that registers it, imported first "
-            "(--imports=MODULE; in Python, import it), or a run of a built-in method: "
+            "(--imports=MODULE; in Python, import it), or one trained with a built-in method: "
             f"{BUILT_IN}")
 
 
@@ -167,3 +167,28 @@ def test_your_own_method_in_every_command_as_a_user_runs_them(tmp_path, write_mn
     assert "exported tuned/mnist_mart/1" in results["tune"][1]
     assert json.loads((tmp_path / "search/tuner/trial_0/run/config.json").read_text()
                       )["method"]["name"] == "mart"
+
+
+def test_a_keras_file_of_your_own_method_without_imports_says_to_pass_them(
+        tmp_path, my_methods, write_mnist, monkeypatch, capsys):
+    from aalp_tf import evaluate
+    from aalp_tf.data.datasets import DATASETS
+    from aalp_tf.trainer import build_model
+
+    import my_methods as _  # noqa: F401
+    model = build_model(tiny_config(tmp_path / "run", "mart"), DATASETS.get("mnist"))
+    model.save(tmp_path / "mart.keras")
+    write_mnist(tmp_path / "mnist", splits=tiny_arrays(32, 32))
+    monkeypatch.chdir(tmp_path)
+    evaluating = ["--model=mart.keras", "--dataset=mnist", "--source_dir=mnist",
+                  "--test_examples=32", "--attacks=clean"]
+
+    my_methods()
+    refused = in_process(evaluate.main, "evaluate", evaluating, monkeypatch, capsys)
+    assert_one_line_error(refused, unknown_method("--model mart.keras"))
+    assert not (tmp_path / "evaluation").exists()
+
+    evaluated = in_process(evaluate.main, "evaluate", [*evaluating, "--imports=my_methods"],
+                           monkeypatch, capsys)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads((tmp_path / "evaluation/mart.json").read_text())["accuracy"]["clean"] >= 0

@@ -12,13 +12,16 @@ caller names them (`input_key`, `output_key`). Errors name the argument as the u
 
 No trainer, run folder or serving code here: evaluation reads what those wrote.
 """
+import json
 import pathlib
+import zipfile
 from typing import Callable, Optional, Tuple
 
 import keras
 import tensorflow as tf
 
 from aalp_tf.errors import UsageError
+from aalp_tf.methods import METHODS
 
 LoadedLogits = Tuple[Callable, Optional[tuple]]
 
@@ -115,9 +118,24 @@ def load_keras_logits(path: str, *, name: str = "--model") -> LoadedLogits:
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as err:  # a corrupt file, or a class Keras cannot find
+        method = saved_method(path)
+        if method is not None:  # a method of the user's own: say to import it
+            METHODS.require(method, _said(name, path))
         raise UsageError(f"{_said(name, path)} could not be loaded as a .keras file: "
                          f"{_first_line(err)}") from None
     return keras_logits(model)
+
+
+def saved_method(path: str) -> Optional[str]:
+    """The method of an AdversarialModel saved in a .keras file (its config.json), else None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            saved = json.loads(archive.read("config.json"))
+        if saved.get("registered_name") == "aalp_tf>AdversarialModel":
+            return saved["config"]["method"]
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
+        pass  # not ours, or damaged: Keras' own error says what is wrong
+    return None
 
 
 def keras_logits(model) -> LoadedLogits:

@@ -262,13 +262,6 @@ def model_from_run(model_dir, *, epoch: int = 0) -> RunModel:
 
 def check_registered(cfg: RunConfig, where) -> None:
     """A run (or its export, at `where`) trained with a method or backbone of the user's own is
-    rebuilt only once the module that registers it is imported: say so, rather than the model's
-    argument check, which knows nothing of the run or of --imports."""
-    for kind, name, registry in (("method", cfg.method.name, METHODS),
-                                 ("backbone", cfg.model.name, BACKBONES)):
-        if name not in registry:
-            raise UsageError(
-                f"{where} was trained with the {kind} {name!r}, which nothing imported has "
-                f"registered; accepted: the module that registers it, imported first "
-                f"(--imports=MODULE; in Python, import it), or a run of a built-in {kind}: "
-                f"{', '.join(registry.names())}")
+    rebuilt only once the module that registers it is imported."""
+    METHODS.require(cfg.method.name, where)
+    BACKBONES.require(cfg.model.name, where, kind="backbone")
