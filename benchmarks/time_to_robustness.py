@@ -21,7 +21,8 @@ when that one is within the goal's minutes. The goal (issue 23): PGD-40 ≥ 88% 
 of the same method's PGD-10 model (its last epoch).
 
 Results land in --work_dir/<config>.json as each child finishes; a rerun reuses them (delete
-one to redo it). The table goes to stdout and, at the full budget, to --out.
+one to redo it). The table goes to stdout and, at the full budget, to --out, keeping the
+"## Findings" section written there by hand.
 """
 import argparse
 import dataclasses
@@ -47,6 +48,7 @@ QUICK = {"methods": ("alp",), "adversaries": ("n_fgsm",), "attack": "pgd5",
          "flags": ("--train_examples=256", "--val_examples=64", "--epochs=2", "--width=4",
                    "--batch_size=32", "--attack_steps=2", "--val_attack_steps=2"),
          "data": "synthetic MNIST-shaped"}
+FINDINGS = "\n## Findings"  # from here on, the markdown is written by hand
 EVAL_EPSILON, EVAL_STEP = 0.3, 0.01  # the paper's, as the study evaluates
 
 
@@ -295,7 +297,9 @@ def write_markdown(args, columns, rows, verdict, baseline_text) -> None:
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     lines += ["", f"**Conclusion.** {verdict}", ""]
-    pathlib.Path(args.out).write_text("\n".join(lines))
+    out = pathlib.Path(args.out)
+    kept = out.read_text().partition(FINDINGS)[1:] if out.exists() else ()
+    out.write_text("\n".join(lines) + "".join(kept))  # the written findings survive a rerun
     print(f"wrote {args.out}")
 
 

@@ -1,6 +1,7 @@
 """Every benchmark script's --quick mode runs to its table, so a broken benchmark fails CI
 rather than the next person who reruns it. Marked `benchmark`: .ci/run runs these
 (`python -m pytest -q -m benchmark`), the default command does not."""
+import argparse
 import importlib.util
 import os
 import pathlib
@@ -36,3 +37,17 @@ def test_quick_mode_runs_to_its_table(module):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "\n|" in result.stdout, result.stdout[-2000:]  # a markdown table was printed
+
+
+def test_time_to_robustness_keeps_the_findings_written_by_hand(tmp_path):
+    from benchmarks import time_to_robustness as ttr
+    out = tmp_path / "time_to_robustness.md"
+    args = argparse.Namespace(out=str(out), awp_gamma=5e-3)
+    ttr.write_markdown(args, ["a"], [["old"]], "old verdict", "old baseline")
+    assert ttr.FINDINGS not in out.read_text()
+    out.write_text(out.read_text() + ttr.FINDINGS + "\n\nwritten by hand\n")
+    ttr.write_markdown(args, ["a"], [["new"]], "new verdict", "new baseline")
+    text = out.read_text()
+    assert "| new |" in text and "| old |" not in text and "old verdict" not in text
+    assert text.endswith(ttr.FINDINGS + "\n\nwritten by hand\n")
+    assert text.count(ttr.FINDINGS) == 1
