@@ -33,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 
+from aalp_tf.methods import METHODS
+from aalp_tf.rules import ADVERSARIES, LR_SCHEDULES
 from benchmarks import harness
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -67,6 +69,9 @@ def parse_args():
     p.add_argument("--goal_minutes", type=float, default=5.0)
     p.add_argument("--only", default="", help="comma-separated config names, e.g. "
                    "alp-fgsm_rs-awp (default: all)")
+    p.add_argument("--also", default="", help="comma-separated configurations measured and "
+                   "reported beside the grid, named as the table names them: METHOD-ADVERSARY"
+                   "[-awp][-SCHEDULE], e.g. alp-fgsm_rs-cyclic (AWP at --awp_gamma)")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -85,9 +90,30 @@ class Config:
         return f"{self.method}-{self.adversary}{awp}{schedule}"
 
 
+    @classmethod
+    def named(cls, name: str, awp_gamma: float) -> "Config":
+        """The configuration a name of the table stands for; None when it stands for none."""
+        parts = name.split("-")
+        awp = "awp" in parts[2:3]
+        schedule = parts[3 if awp else 2:] or ["constant"]
+        if len(parts) < 2 or len(schedule) != 1:
+            return None
+        config = cls(parts[0], parts[1], awp_gamma if awp else 0.0, schedule[0])
+        return config if config.name == name else None
+
+
 def configs(args, plan) -> list:
     found = [Config(m, a, g, args.lr_schedule) for m in plan["methods"]
              for a in plan["adversaries"] for g in (0.0, args.awp_gamma)]
+    also = [n for n in args.also.split(",") if n]
+    extra = [Config.named(n, args.awp_gamma) for n in also]
+    bad = [n for n, c in zip(also, extra) if c is None or c.method not in METHODS.names()
+           or c.adversary not in ADVERSARIES or c.lr_schedule not in LR_SCHEDULES]
+    if bad:
+        sys.exit(f"error: --also names {', '.join(bad)}; accepted: METHOD-ADVERSARY[-awp]"
+                 f"[-SCHEDULE] with a method of {', '.join(METHODS.names())}, an adversary of "
+                 f"{', '.join(ADVERSARIES)} and a schedule of {', '.join(LR_SCHEDULES)}")
+    found += [c for c in extra if c not in found]
     wanted = {n for n in args.only.split(",") if n}
     unknown = wanted - {c.name for c in found}
     if unknown:
@@ -246,7 +272,7 @@ def main():
     args = parse_args()
     plan = QUICK if args.quick else FULL
     if args.child:
-        config = next(c for c in configs(args, plan) if c.name == args.child)
+        config = Config.named(args.child, args.awp_gamma)
         record = child(config, args, plan)
         result_path(args, config).write_text(json.dumps(record, indent=1))  # the run is done
         return

@@ -51,3 +51,25 @@ def test_time_to_robustness_keeps_the_findings_written_by_hand(tmp_path):
     assert "| new |" in text and "| old |" not in text and "old verdict" not in text
     assert text.endswith(ttr.FINDINGS + "\n\nwritten by hand\n")
     assert text.count(ttr.FINDINGS) == 1
+
+
+@pytest.mark.parametrize("name", ["alp-pgd", "aalp-fgsm_rs-awp", "alp-n_fgsm-cyclic",
+                                  "trades-pgd-awp-piecewise"])
+def test_time_to_robustness_names_its_configurations_both_ways(name):
+    from benchmarks.time_to_robustness import Config
+    config = Config.named(name, 5e-3)
+    assert config.name == name
+    assert config.awp_gamma == (5e-3 if "-awp" in name else 0.0)
+
+
+def test_time_to_robustness_measures_other_configurations_beside_the_grid(capsys):
+    from benchmarks import time_to_robustness as ttr
+    args = argparse.Namespace(lr_schedule="constant", awp_gamma=5e-3, only="",
+                              also="alp-fgsm_rs-cyclic,alp-pgd")
+    names = [c.name for c in ttr.configs(args, ttr.FULL)]
+    assert names[-1] == "alp-fgsm_rs-cyclic" and names.count("alp-pgd") == 1
+    assert len(names) == 13
+    for bad in ("alp", "alp-pgd-fast", "nosuch-pgd", "alp-bim", "alp-pgd-cyclic-x"):
+        with pytest.raises(SystemExit) as refused:
+            ttr.configs(argparse.Namespace(**{**vars(args), "also": bad}), ttr.FULL)
+        assert str(refused.value).startswith(f"error: --also names {bad}; accepted: ")
