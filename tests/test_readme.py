@@ -1,6 +1,7 @@
 """What the README tells someone adopting the library, checked against the code it describes: the
 first command's cost (the paper's settings it runs, the arithmetic of the measurement, a
-measuring command that parses), the GPU install line and the citation. The README's code blocks
+measuring command that parses), the GPU install line, the citation, and that every flag it
+names exists. The README's code blocks
 run in the tests of what they use (test_api, test_loading, test_user_method)."""
 import re
 
@@ -80,3 +81,19 @@ def test_the_citation_is_bibtex_for_the_paper_and_this_version_of_the_library():
     assert fields["license"] == "MIT"  # tests/test_package.py: LICENSE and setup.py say MIT
     # A figure called AutoAttack cites the attack and its parts (issue 19).
     assert {"croce2020autoattack", "croce2020fab", "andriushchenko2020square"} <= set(entries)
+
+
+# Flags the README gives to other programs: TF Serving's server, docker, TensorBoard, Slurm,
+# pip, absl's own, and the benchmark scripts' --quick.
+OTHER_PROGRAMS = {"port", "rest_api_port", "model_base_path", "model_config_file",
+                  "enable_batching", "batching_parameters_file", "rm", "logdir", "array", "wrap",
+                  "no", "flagfile", "help", "helpfull", "quick"}
+
+
+def test_every_flag_the_readme_names_is_a_flag_of_a_command():
+    from aalp_tf import analyze, compare, evaluate, export, train, tune  # noqa: F401 their flags
+    from aalp_tf.cli import FLAGS
+    named = set(re.findall(r"(?<![\w-])--([a-z][a-z0-9_]*)", README.read_text()))
+    unknown = {name for name in named - OTHER_PROGRAMS
+               if name not in FLAGS and not (name.startswith("no") and name[2:] in FLAGS)}
+    assert not unknown, f"the README names flags no command has: {sorted(unknown)}"
