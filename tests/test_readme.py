@@ -1,8 +1,8 @@
 """What the README tells someone adopting the library, checked against the code it describes: the
 first command's cost (the paper's settings it runs, the arithmetic of the measurement, a
 measuring command that parses), the GPU install line, the citation, and that every flag it
-names exists. The README's code blocks
-run in the tests of what they use (test_api, test_loading, test_user_method)."""
+names exists. The README's code blocks run in the tests of what they use (test_api,
+test_loading, test_user_method)."""
 import re
 
 import pytest
