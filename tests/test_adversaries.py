@@ -112,6 +112,25 @@ def test_every_method_trains_with_each_single_step_adversary(tmp_path, method, a
     assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
 
 
+@pytest.mark.parametrize("adversary", SINGLE_STEP)
+def test_a_single_step_adversary_trains_under_mixed_precision(tmp_path, adversary):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = tiny_model(tmp_path, "aalp", adversary)
+        x, y = batch_of()
+        assert model(x).dtype == tf.float32  # logits in float32 over a float16 backbone
+        assert model.backbone(x).dtype == tf.float16
+        reach = float(tf.reduce_max(tf.abs(model.branch_inputs(x, y)[ADV] - x)))
+        assert 0.5 * model.attack_config.epsilon < reach
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        logs = model.train_on_batch(x, y, return_dict=True)
+        assert np.isfinite(logs["loss"])
+        assert any(not np.array_equal(b, v.numpy())
+                   for b, v in zip(before, model.trainable_variables))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 @pytest.mark.parametrize("method,passes", [("aalp", 1), ("trades", 2)])
 def test_a_single_step_adversary_costs_one_input_gradient(tmp_path, method, passes):
     """One inference pass with a gradient (TRADES' KL objective adds the clean prediction)."""
