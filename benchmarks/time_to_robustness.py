@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -71,7 +72,8 @@ def parse_args():
                    "alp-fgsm_rs-awp (default: all)")
     p.add_argument("--also", default="", help="comma-separated configurations measured and "
                    "reported beside the grid, named as the table names them: METHOD-ADVERSARY"
-                   "[-awp][-SCHEDULE], e.g. alp-fgsm_rs-cyclic (AWP at --awp_gamma)")
+                   "[-awp][-SCHEDULE][-EPOCHSep], e.g. alp-fgsm_rs-cyclic or alp-fgsm_rs-13ep "
+                   "(AWP at --awp_gamma; EPOCHS instead of the study's 8)")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -82,23 +84,26 @@ class Config:
     adversary: str
     awp_gamma: float
     lr_schedule: str
+    epochs: int = 0  # 0: the study's
 
     @property
     def name(self) -> str:
         awp = "-awp" if self.awp_gamma else ""
         schedule = "" if self.lr_schedule == "constant" else f"-{self.lr_schedule}"
-        return f"{self.method}-{self.adversary}{awp}{schedule}"
-
+        epochs = f"-{self.epochs}ep" if self.epochs else ""
+        return f"{self.method}-{self.adversary}{awp}{schedule}{epochs}"
 
     @classmethod
     def named(cls, name: str, awp_gamma: float) -> "Config":
         """The configuration a name of the table stands for; None when it stands for none."""
         parts = name.split("-")
+        epochs = parts.pop() if re.fullmatch(r"[1-9][0-9]*ep", parts[-1]) else "0ep"
         awp = "awp" in parts[2:3]
         schedule = parts[3 if awp else 2:] or ["constant"]
         if len(parts) < 2 or len(schedule) != 1:
             return None
-        config = cls(parts[0], parts[1], awp_gamma if awp else 0.0, schedule[0])
+        config = cls(parts[0], parts[1], awp_gamma if awp else 0.0, schedule[0],
+                     int(epochs[:-2]))
         return config if config.name == name else None
 
 
@@ -111,7 +116,7 @@ def configs(args, plan) -> list:
            or c.adversary not in ADVERSARIES or c.lr_schedule not in LR_SCHEDULES]
     if bad:
         sys.exit(f"error: --also names {', '.join(bad)}; accepted: METHOD-ADVERSARY[-awp]"
-                 f"[-SCHEDULE] with a method of {', '.join(METHODS.names())}, an adversary of "
+                 f"[-SCHEDULE][-EPOCHSep] with a method of {', '.join(METHODS.names())}, an adversary of "
                  f"{', '.join(ADVERSARIES)} and a schedule of {', '.join(LR_SCHEDULES)}")
     found += [c for c in extra if c not in found]
     wanted = {n for n in args.only.split(",") if n}
@@ -133,7 +138,8 @@ def run_config(config: Config, args, plan):
     runner.parse_flags(["time_to_robustness", "--dataset=mnist", *source,
                      f"--flagfile={STUDY_FLAGS}", f"--method={config.method}",
                      f"--model_dir={folder}", f"--export_dir={folder}_exports",
-                     "--keep_checkpoints=0", *plan["flags"]], command="train")
+                     "--keep_checkpoints=0", *plan["flags"],
+                     *([f"--epochs={config.epochs}"] if config.epochs else [])], command="train")
     cfg = configs.config_from_flags()
     return cfg.replace(attack=dataclasses.replace(cfg.attack, adversary=config.adversary),
                        train=dataclasses.replace(cfg.train, awp_gamma=config.awp_gamma,
@@ -234,8 +240,7 @@ def pct(value) -> str:
 def table_rows(records, args):
     """Rows of the results table, and the configurations that meet the goal."""
     reference = {r["config"]["method"]: r["autoattack"][str(r["epochs"][-1]["epoch"])]
-                 for r in records if r["config"]["adversary"] == "pgd"
-                 and not r["config"]["awp_gamma"]}
+                 for r in records if r["name"] == f"{r['config']['method']}-pgd"}
     rows, met = [], []
     for r in records:
         c, last = r["config"], r["epochs"][-1]
@@ -247,7 +252,7 @@ def table_rows(records, args):
         if ok:
             met.append(r["name"])
         rows.append([c["method"], c["adversary"], c["awp_gamma"] or "off", c["lr_schedule"],
-                     f"{target['cpu_minutes']:.1f} (epoch {target['epoch']})" if target
+                     last["epoch"], f"{target['cpu_minutes']:.1f} (epoch {target['epoch']})" if target
                      else "not reached", pct(last["robust"]), pct(last["clean"]),
                      pct(r["autoattack"][str(last["epoch"])]), pct(at_target),
                      f"{last['cpu_minutes']:.1f}",
@@ -294,7 +299,7 @@ def report(args, plan) -> None:
     attack, autoattack = records[0]["attack"], records[0]["autoattack_name"]
     harness.header(f"CPU-minutes to {attack} ≥ {100 * args.target:.0f}% on "
                    f"{plan['test']} {plan['data']} test images")
-    columns = ["method", "adversary", "AWP γ", "lr schedule", f"CPU-min to {attack} ≥ "
+    columns = ["method", "adversary", "AWP γ", "lr schedule", "epochs", f"CPU-min to {attack} ≥ "
                f"{100 * args.target:.0f}%", f"final {attack}", "final clean",
                f"final {autoattack} ({plan['autoattack_test']})", f"{autoattack} at target",
                "CPU-min, all epochs", "collapsed epochs", "goal"]

@@ -54,12 +54,14 @@ def test_time_to_robustness_keeps_the_findings_written_by_hand(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["alp-pgd", "aalp-fgsm_rs-awp", "alp-n_fgsm-cyclic",
-                                  "trades-pgd-awp-piecewise"])
+                                  "trades-pgd-awp-piecewise", "alp-fgsm_rs-13ep",
+                                  "aalp-pgd-awp-cyclic-16ep"])
 def test_time_to_robustness_names_its_configurations_both_ways(name):
     from benchmarks.time_to_robustness import Config
     config = Config.named(name, 5e-3)
     assert config.name == name
     assert config.awp_gamma == (5e-3 if "-awp" in name else 0.0)
+    assert config.epochs == (int(name.rsplit("-", 1)[1][:-2]) if name.endswith("ep") else 0)
 
 
 def test_time_to_robustness_measures_other_configurations_beside_the_grid(capsys):
@@ -69,7 +71,8 @@ def test_time_to_robustness_measures_other_configurations_beside_the_grid(capsys
     names = [c.name for c in ttr.configs(args, ttr.FULL)]
     assert names[-1] == "alp-fgsm_rs-cyclic" and names.count("alp-pgd") == 1
     assert len(names) == 13
-    for bad in ("alp", "alp-pgd-fast", "nosuch-pgd", "alp-bim", "alp-pgd-cyclic-x"):
+    for bad in ("alp", "alp-pgd-fast", "nosuch-pgd", "alp-bim", "alp-pgd-cyclic-x",
+                "alp-pgd-0ep", "alp-pgd-ep", "alp-pgd-13ep-cyclic"):
         with pytest.raises(SystemExit) as refused:
             ttr.configs(argparse.Namespace(**{**vars(args), "also": bad}), ttr.FULL)
         assert str(refused.value).startswith(f"error: --also names {bad}; accepted: ")
