@@ -8,9 +8,10 @@ Each configuration trains in a fresh child process at the MNIST seed study's bud
 ramped over the first epoch, validation PGD-10 on 1000 held-out images), through
 `experiment.training.train`, the path `python -m aalp_tf.train` takes; only the training
 adversary (`AttackConfig.adversary`), `TrainConfig.awp_gamma` and `TrainConfig.lr_schedule`
-change (and the epochs, for a configuration named NAME-Kep, which `--also` adds to the grid). The child's CPU time (user + system of the whole process, from its start: imports,
-data, tracing, training and the per-epoch validation, as `/usr/bin/time` measured the study's
-14.0 CPU-minutes) is read with os.times() at the end of every epoch, after its checkpoint.
+change (and the epochs, for a configuration named NAME-Kep, which `--also` adds to the grid).
+The child's CPU time (user + system of the whole process, from its start: imports, data,
+tracing, training and the per-epoch validation, as `/usr/bin/time` measured the study's 14.0
+CPU-minutes) is read with os.times() at the end of every epoch, after its checkpoint.
 
 Then, not counted, every epoch's checkpoint is evaluated at the paper's ε = 0.3 and PGD step
 0.01: clean and PGD-40 on the first 2000 test images. "Minutes to target" is the CPU time at the
@@ -97,13 +98,12 @@ class Config:
     def named(cls, name: str, awp_gamma: float) -> "Config":
         """The configuration a name of the table stands for; None when it stands for none."""
         parts = name.split("-")
-        epochs = parts.pop() if re.fullmatch(r"[1-9][0-9]*ep", parts[-1]) else "0ep"
+        epochs = int(parts.pop()[:-2]) if re.fullmatch(r"[1-9][0-9]*ep", parts[-1]) else 0
         awp = "awp" in parts[2:3]
         schedule = parts[3 if awp else 2:] or ["constant"]
         if len(parts) < 2 or len(schedule) != 1:
             return None
-        config = cls(parts[0], parts[1], awp_gamma if awp else 0.0, schedule[0],
-                     int(epochs[:-2]))
+        config = cls(parts[0], parts[1], awp_gamma if awp else 0.0, schedule[0], epochs)
         return config if config.name == name else None
 
 
@@ -116,8 +116,9 @@ def configs(args, plan) -> list:
            or c.adversary not in ADVERSARIES or c.lr_schedule not in LR_SCHEDULES]
     if bad:
         sys.exit(f"error: --also names {', '.join(bad)}; accepted: METHOD-ADVERSARY[-awp]"
-                 f"[-SCHEDULE][-EPOCHSep] with a method of {', '.join(METHODS.names())}, an adversary of "
-                 f"{', '.join(ADVERSARIES)} and a schedule of {', '.join(LR_SCHEDULES)}")
+                 f"[-SCHEDULE][-EPOCHSep] with a method of {', '.join(METHODS.names())}, an "
+                 f"adversary of {', '.join(ADVERSARIES)} and a schedule of "
+                 f"{', '.join(LR_SCHEDULES)}")
     found += [c for c in extra if c not in found]
     wanted = {n for n in args.only.split(",") if n}
     unknown = wanted - {c.name for c in found}
@@ -239,7 +240,7 @@ def pct(value) -> str:
 
 def table_rows(records, args):
     """Rows of the results table, and the configurations that meet the goal."""
-    reference = dict(reference_autoattack(records))
+    reference = reference_autoattack(records)
     rows, met = [], []
     for r in records:
         c, last = r["config"], r["epochs"][-1]
@@ -250,9 +251,10 @@ def table_rows(records, args):
                   None and base is not None and at_target >= base - 0.01)
         if ok:
             met.append(r["name"])
+        reached = (f"{target['cpu_minutes']:.1f} (epoch {target['epoch']})" if target
+                   else "not reached")
         rows.append([c["method"], c["adversary"], c["awp_gamma"] or "off", c["lr_schedule"],
-                     last["epoch"], f"{target['cpu_minutes']:.1f} (epoch {target['epoch']})" if target
-                     else "not reached", pct(last["robust"]), pct(last["clean"]),
+                     last["epoch"], reached, pct(last["robust"]), pct(last["clean"]),
                      pct(r["autoattack"][str(last["epoch"])]), pct(at_target),
                      f"{last['cpu_minutes']:.1f}",
                      ", ".join(map(str, r["collapsed"])) or "none", "yes" if ok else "no"])
@@ -267,7 +269,7 @@ def conclusion(records, met, args) -> str:
     if not reached:
         return f"No configuration reached {100 * args.target:.0f}% under the attack."
     attack, autoattack = records[0]["attack"], records[0]["autoattack_name"]
-    reference = dict(reference_autoattack(records))
+    reference = reference_autoattack(records)
     said = []
     for r in reached:
         minutes = r["epochs"][r["target_epoch"] - 1]["cpu_minutes"]
@@ -286,10 +288,10 @@ def conclusion(records, met, args) -> str:
     return "No configuration meets the goal. " + " ".join(said)
 
 
-def reference_autoattack(records):
-    """(method, AutoAttack accuracy of its PGD-10 run at the study's settings, last epoch)."""
-    return [(r["config"]["method"], r["autoattack"][str(r["epochs"][-1]["epoch"])])
-            for r in records if r["name"] == f"{r['config']['method']}-pgd"]
+def reference_autoattack(records) -> dict:
+    """Method -> AutoAttack accuracy of its PGD-10 run at the study's settings (last epoch)."""
+    return {r["config"]["method"]: r["autoattack"][str(r["epochs"][-1]["epoch"])]
+            for r in records if r["name"] == f"{r['config']['method']}-pgd"}
 
 
 def main():
@@ -318,8 +320,8 @@ def report(args, plan) -> None:
     attack, autoattack = records[0]["attack"], records[0]["autoattack_name"]
     harness.header(f"CPU-minutes to {attack} ≥ {100 * args.target:.0f}% on "
                    f"{plan['test']} {plan['data']} test images")
-    columns = ["method", "adversary", "AWP γ", "lr schedule", "epochs", f"CPU-min to {attack} ≥ "
-               f"{100 * args.target:.0f}%", f"final {attack}", "final clean",
+    columns = ["method", "adversary", "AWP γ", "lr schedule", "epochs",
+               f"CPU-min to {attack} ≥ {100 * args.target:.0f}%", f"final {attack}", "final clean",
                f"final {autoattack} ({plan['autoattack_test']})", f"{autoattack} at target",
                "CPU-min, all epochs", "collapsed epochs", "goal"]
     harness.table(columns, rows)
