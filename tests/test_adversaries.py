@@ -11,7 +11,7 @@ from aalp_tf import adversaries
 from aalp_tf.data.datasets import DATASETS
 from aalp_tf.methods import ADV, METHODS
 from aalp_tf.trainer import AdversarialModel, build_model
-from tests.helpers.tiny import EPS, linear_logits, tiny_arrays, tiny_config
+from tests.helpers.tiny import EPS, linear_logits, mixed_precision, tiny_arrays, tiny_config
 
 SPEC = DATASETS.get("mnist")
 SINGLE_STEP = ("fgsm_rs", "n_fgsm")
@@ -114,8 +114,7 @@ def test_every_method_trains_with_each_single_step_adversary(tmp_path, method, a
 
 @pytest.mark.parametrize("adversary", SINGLE_STEP)
 def test_a_single_step_adversary_trains_under_mixed_precision(tmp_path, adversary):
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
+    with mixed_precision():
         model = tiny_model(tmp_path, "aalp", adversary)
         x, y = batch_of()
         assert model(x).dtype == tf.float32  # logits in float32 over a float16 backbone
@@ -127,8 +126,6 @@ def test_a_single_step_adversary_trains_under_mixed_precision(tmp_path, adversar
         assert np.isfinite(logs["loss"])
         assert any(not np.array_equal(b, v.numpy())
                    for b, v in zip(before, model.trainable_variables))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.mark.parametrize("method,passes", [("aalp", 1), ("trades", 2)])

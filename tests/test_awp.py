@@ -18,7 +18,7 @@ from aalp_tf.data.datasets import DATASETS
 from aalp_tf.methods import ADV, METHODS
 from aalp_tf.rules import ADVERSARIES
 from aalp_tf.trainer import AdversarialModel, build_model
-from tests.helpers.tiny import tiny_arrays, tiny_config
+from tests.helpers.tiny import mixed_precision, tiny_arrays, tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SPEC = DATASETS.get("mnist")
@@ -120,9 +120,7 @@ def test_a_step_with_awp_matches_a_numpy_reference_step(method, guided_dropout):
 @pytest.mark.parametrize("mixed", [False, True])
 def test_the_perturbation_is_gone_before_the_update(mixed):
     """At learning rate 0 a step with AWP leaves every weight exactly as it was."""
-    if mixed:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
+    with mixed_precision(mixed):
         model = dense_model("aalp", 0.5)
         model.compile(optimizer=keras.optimizers.SGD(0.0))
         if mixed:
@@ -132,8 +130,6 @@ def test_the_perturbation_is_gone_before_the_update(mixed):
         assert np.isfinite(logs["loss"])
         for b, v in zip(before, model.trainable_variables):
             np.testing.assert_array_equal(b, v.numpy())
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 def test_the_ascent_pass_leaves_batch_norm_statistics_alone():
@@ -152,8 +148,7 @@ def test_the_ascent_pass_leaves_batch_norm_statistics_alone():
 
 
 def test_awp_trains_under_mixed_precision(tmp_path):
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
+    with mixed_precision():
         keras.utils.set_random_seed(0)
         model = build_model(tiny_config(tmp_path / "run", "aalp",
                                         train_args={"awp_gamma": 0.01}), SPEC)
@@ -172,8 +167,6 @@ def test_awp_trains_under_mixed_precision(tmp_path):
         assert np.isfinite(logs["loss"])
         assert all(not np.array_equal(b, v.numpy())
                    for b, v in zip(before, model.trainable_variables))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.mark.parametrize("specs", [

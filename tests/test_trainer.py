@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from aalp_tf.data.datasets import DATASETS
 from aalp_tf.trainer import build_model
-from tests.helpers.tiny import tiny_arrays, tiny_config
+from tests.helpers.tiny import mixed_precision, tiny_arrays, tiny_config
 
 SPEC = DATASETS.get("mnist")
 
@@ -97,8 +97,7 @@ def test_mixed_precision_keeps_logits_losses_and_perturbations_in_float32(tmp_pa
     CPU): float16 features, float32 logits, float32 adversarial images, a loss-scaled step."""
     from aalp_tf import attacks, distribution
     assert "no GPU" in distribution.set_precision(True)  # this machine: stays float32
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
+    with mixed_precision():
         model = tiny_model(tmp_path, "aalp")
         x, y = batch(32)
         assert model.backbone(x).dtype == tf.float16
@@ -112,8 +111,6 @@ def test_mixed_precision_keeps_logits_losses_and_perturbations_in_float32(tmp_pa
         assert np.isfinite(logs["loss"])
         assert all(not np.array_equal(b, v.numpy())
                    for b, v in zip(before, model.trainable_variables))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 def test_the_epsilon_warmup_is_counted_in_steps_whoever_calls_fit(tmp_path):

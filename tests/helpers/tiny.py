@@ -1,4 +1,7 @@
 """Tiny, seeded data, configs and models shared by the tests (28x28x1, MNIST-shaped)."""
+import contextlib
+
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -43,3 +46,15 @@ def linear_logits(seed=0):
     """A fixed random linear classifier on 8x8x1 images: gradients exist everywhere."""
     w = tf.constant(np.random.default_rng(seed).normal(size=(64, 5)), tf.float32)
     return lambda x: tf.matmul(tf.reshape(x, [-1, 64]), w)
+
+
+@contextlib.contextmanager
+def mixed_precision(on: bool = True):
+    """Keras' mixed_float16 policy inside the block (what --mixed_precision sets on GPUs, forced
+    here on CPU), float32 again after it, whatever the block raised."""
+    if on:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
